@@ -1,1 +1,71 @@
-fn main() {}
+//! reuseport-launch: runs N workers of a server on one SO_REUSEPORT port and swaps the whole generation
+//! on SIGHUP without refusing a connection. This file maps the outcome to an exit code; the event loop
+//! (event_loop.rs) does the work.
+
+mod backoff;
+mod cli;
+mod event_loop;
+mod logging;
+mod notify;
+mod process_tree;
+mod signals;
+mod state;
+mod supervisor;
+mod sysctl;
+mod systemd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Config, ConfigError};
+use crate::state::Outcome;
+
+/// Exit codes, documented in the README.
+const EXIT_RUNTIME_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_PROGRAM_NOT_FOUND: u8 = 3;
+const EXIT_START_FAILED: u8 = 4;
+
+fn main() -> ExitCode {
+    let args = match cli::Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            eprintln!("hint: reuseport-launch [OPTIONS] -- PROGRAM [ARGS]...; see reuseport-launch --help");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("reuseport-launch: error: {e}");
+            return ExitCode::from(match e {
+                ConfigError::Program(_) => EXIT_PROGRAM_NOT_FOUND,
+                ConfigError::BadValue(_) => EXIT_USAGE,
+            });
+        }
+    };
+    logging::init(config.log_level);
+    match event_loop::run(&config) {
+        Ok(Outcome::Stopped) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::StartFailed(reason)) => {
+            eprintln!(
+                "reuseport-launch: error: generation 1 could not get ready: {reason}. Check the worker's own \
+                 output above, that it listens and sends READY=1 to $NOTIFY_SOCKET, or raise --ready-timeout"
+            );
+            ExitCode::from(EXIT_START_FAILED)
+        }
+        Err(e) => {
+            eprintln!("reuseport-launch: error: {e}");
+            ExitCode::from(EXIT_RUNTIME_ERROR)
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! Command-line parsing: clap turns argv into `Args`, and `Config::from_args` validates them once into the
+//! `Config` the rest of the launcher trusts. No other module looks at flags or re-checks them.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+
+/// The longest timeout a flag accepts; anything longer is a typo, and it keeps `Instant` arithmetic safe.
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most workers one launcher runs; far above what one machine serves well, low enough to catch typos.
+const MAX_WORKERS: usize = 4096;
+
+const EXAMPLES: &str = "\
+Examples:
+  reuseport-launch --workers 4 -- ./server --port 8080
+  kill -HUP <launcher pid>     start a new generation, then drain and stop the old one
+  kill -TERM <launcher pid>    drain and stop every worker, then exit";
+
+/// Zero-downtime restarts for any Linux network server: runs N workers of PROGRAM on one SO_REUSEPORT
+/// port and swaps the whole generation on SIGHUP without refusing a connection.
+#[derive(Debug, Parser)]
+#[command(
+    name = "reuseport-launch",
+    version,
+    override_usage = "reuseport-launch [OPTIONS] [--] PROGRAM [ARGS]...",
+    after_help = EXAMPLES,
+)]
+pub struct Args {
+    /// Number of workers per generation [default: number of available CPUs]
+    #[arg(short = 'w', long, value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Seconds every worker of a new generation has to send READY=1 before the generation is given up
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    pub ready_timeout: f64,
+
+    /// Seconds a worker has to exit after the stop signal before it is killed with SIGKILL
+    #[arg(long, value_name = "SECS", default_value = "30")]
+    pub stop_timeout: f64,
+
+    /// Signal that asks a worker to drain and exit (TERM, SIGTERM, 15, INT, QUIT, ...)
+    #[arg(long, value_name = "SIG", default_value = "TERM")]
+    pub stop_signal: String,
+
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides both -v and -q
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Log less (-q: warnings and errors only, -qq: errors only)
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// The server to run in every worker, and its arguments
+    #[arg(
+        value_name = "PROGRAM",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// Everything the launcher needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Workers per generation, at least 1.
+    pub workers: usize,
+    /// How long a new worker may take to send READY=1.
+    pub ready_timeout: Duration,
+    /// How long a worker may take to exit after the stop signal.
+    pub stop_timeout: Duration,
+    /// The signal that asks a worker to drain and exit.
+    pub stop_signal: Signal,
+    /// PROGRAM, resolved on PATH the way execvp would.
+    pub program: PathBuf,
+    /// Arguments passed to every worker.
+    pub program_args: Vec<OsString>,
+    /// Log level chosen by -v/-q (RUST_LOG still wins).
+    pub log_level: log::LevelFilter,
+}
+
+/// A flag or PROGRAM that cannot work, with what to do about it.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// A flag's value is out of range or unparsable.
+    BadValue(String),
+    /// PROGRAM does not exist or cannot be executed.
+    Program(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::BadValue(m) | ConfigError::Program(m) => f.write_str(m),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Config, ConfigError> {
+        let workers = match args.workers {
+            Some(0) => return Err(bad("--workers must be at least 1")),
+            Some(n) if n > MAX_WORKERS => {
+                return Err(bad(&format!(
+                    "--workers {n} is more than the limit of {MAX_WORKERS}"
+                )))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let mut command = args.command.into_iter();
+        let given = command.next().ok_or_else(|| bad("PROGRAM is missing"))?;
+        Ok(Config {
+            workers,
+            ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
+            stop_timeout: seconds("--stop-timeout", args.stop_timeout)?,
+            stop_signal: parse_signal(&args.stop_signal)?,
+            program: resolve_program(&given)?,
+            program_args: command.collect(),
+            log_level: log_level(args.verbose, args.quiet),
+        })
+    }
+}
+
+fn bad(message: &str) -> ConfigError {
+    ConfigError::BadValue(message.to_string())
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, ConfigError> {
+    if !value.is_finite() || value <= 0.0 || value > MAX_TIMEOUT.as_secs_f64() {
+        return Err(bad(&format!(
+            "{flag} {value}: expected a number of seconds above 0 and at most {}",
+            MAX_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// Accepts `TERM`, `SIGTERM`, `sigterm` or `15`.
+pub fn parse_signal(text: &str) -> Result<Signal, ConfigError> {
+    let upper = text.trim().to_ascii_uppercase();
+    let parsed = match upper.parse::<i32>() {
+        Ok(number) => Signal::try_from(number).ok(),
+        Err(_) => {
+            let name = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
+            name.parse::<Signal>().ok()
+        }
+    };
+    match parsed {
+        Some(Signal::SIGKILL | Signal::SIGSTOP) | None => Err(bad(&format!(
+            "--stop-signal {text}: not a signal a worker can handle; use a name such as TERM, INT or QUIT, or a number"
+        ))),
+        Some(signal) => Ok(signal),
+    }
+}
+
+fn log_level(verbose: u8, quiet: u8) -> log::LevelFilter {
+    match (verbose, quiet) {
+        (0, 0) => log::LevelFilter::Info,
+        (1, _) => log::LevelFilter::Debug,
+        (_, 0) => log::LevelFilter::Trace,
+        (_, 1) => log::LevelFilter::Warn,
+        _ => log::LevelFilter::Error,
+    }
+}
+
+/// Finds PROGRAM the way execvp would (PATH lookup when it has no slash) and checks it can be executed,
+/// so a typo fails before any worker starts.
+fn resolve_program(given: &OsString) -> Result<PathBuf, ConfigError> {
+    let shown = Path::new(given).display().to_string();
+    if given.is_empty() {
+        return Err(ConfigError::Program("PROGRAM is empty".into()));
+    }
+    let candidates: Vec<PathBuf> =
+        if Path::new(given).components().count() > 1 || shown.contains('/') {
+            vec![PathBuf::from(given)]
+        } else {
+            let path =
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(given))
+                .collect()
+        };
+    let mut not_executable = None;
+    for candidate in &candidates {
+        match std::fs::metadata(candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                if nix::unistd::access(candidate, nix::unistd::AccessFlags::X_OK).is_ok() {
+                    return Ok(candidate.clone());
+                }
+                not_executable = Some(candidate.clone());
+            }
+            Ok(_) => not_executable = Some(candidate.clone()),
+            Err(_) => {}
+        }
+    }
+    Err(ConfigError::Program(match not_executable {
+        Some(path) => format!(
+            "PROGRAM {} is not an executable file; check its permissions (chmod +x {})",
+            path.display(),
+            path.display()
+        ),
+        None if candidates.len() == 1 => {
+            format!("PROGRAM {shown} not found; check the path (relative paths start from the current directory)")
+        }
+        None => format!("PROGRAM {shown} not found on PATH; give its full path or fix PATH"),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_number_and_prefix() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigquit").unwrap(), Signal::SIGQUIT);
+        assert_eq!(parse_signal("2").unwrap(), Signal::SIGINT);
+        assert!(parse_signal("KILL").is_err());
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn timeouts_must_be_positive_and_finite() {
+        assert!(seconds("--x", 0.0).is_err());
+        assert!(seconds("--x", f64::NAN).is_err());
+        assert_eq!(seconds("--x", 0.5).unwrap(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let err = resolve_program(&"no-such-program-xyz".into()).unwrap_err();
+        assert!(err.to_string().contains("no-such-program-xyz"));
+        assert!(resolve_program(&"sh".into()).is_ok());
+    }
+}

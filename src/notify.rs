@@ -1,0 +1,203 @@
+//! The workers' notify socket: a unix datagram socket in a private directory, handed to every worker as
+//! NOTIFY_SOCKET. It receives sd_notify messages with the sender's kernel-checked credentials
+//! (SO_PASSCRED), so the event loop can attribute each message to exactly one worker. This module parses
+//! the protocol; it never decides what a message means for a worker.
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use log::warn;
+use nix::sys::socket::{
+    self, recvmsg, setsockopt, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, UnixAddr,
+};
+use nix::unistd::Pid;
+
+/// Largest message accepted, the same bound systemd uses for its notify socket (PIPE_BUF).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Datagrams handled per wake-up before the loop looks at signals and timers again; a flood cannot
+/// starve the rest of the loop.
+const MAX_DATAGRAMS_PER_DRAIN: usize = 256;
+
+/// What a worker said in one sd_notify datagram. Unknown keys are ignored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NotifyMessage {
+    /// READY=1: the worker is serving.
+    pub ready: bool,
+    /// STOPPING=1: the worker is shutting down.
+    pub stopping: bool,
+    /// WATCHDOG=1: the worker is alive.
+    pub watchdog: bool,
+    /// STATUS=...: a free-form one-line status.
+    pub status: Option<String>,
+    /// ERRNO=...: the worker's failure reason as an errno number.
+    pub errno: Option<i32>,
+}
+
+/// A datagram, or the reason it was dropped.
+#[derive(Debug)]
+pub enum Received {
+    /// A well-formed message and the pid that sent it.
+    Message { sender: Pid, message: NotifyMessage },
+    /// Dropped: larger than MAX_MESSAGE_BYTES.
+    Oversized { sender: Option<Pid> },
+    /// Dropped: not UTF-8 or not KEY=VALUE lines.
+    Malformed { sender: Option<Pid>, why: String },
+    /// Dropped: no sender credentials attached.
+    Anonymous,
+}
+
+pub struct NotifySocket {
+    socket: OwnedFd,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Binds `notify.sock` in a new directory (mode 0700) under the runtime directory.
+    pub fn bind() -> io::Result<NotifySocket> {
+        let dir = private_dir()?;
+        let path = dir.join("notify.sock");
+        let socket = socket::socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
+        socket::bind(socket.as_raw_fd(), &UnixAddr::new(&path)?)?;
+        setsockopt(&socket, sockopt::PassCred, &true)?;
+        Ok(NotifySocket { socket, dir, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every datagram waiting on the socket (up to a bound per call).
+    pub fn drain(&self) -> Vec<Received> {
+        let mut out = Vec::new();
+        let mut buffer = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        for _ in 0..MAX_DATAGRAMS_PER_DRAIN {
+            let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+            let mut iov = [IoSliceMut::new(&mut buffer)];
+            let (len, truncated, sender) = match recvmsg::<UnixAddr>(
+                self.socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(msg) => {
+                    let sender = msg
+                        .cmsgs()
+                        .ok()
+                        .into_iter()
+                        .flatten()
+                        .find_map(|c| match c {
+                            ControlMessageOwned::ScmCredentials(creds) => {
+                                Some(Pid::from_raw(creds.pid()))
+                            }
+                            _ => None,
+                        });
+                    (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC), sender)
+                }
+                Err(nix::errno::Errno::EAGAIN) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!(
+                        "reading the notify socket failed: {e}; will try again on the next message"
+                    );
+                    break;
+                }
+            };
+            out.push(if truncated || len > MAX_MESSAGE_BYTES {
+                Received::Oversized { sender }
+            } else {
+                match (sender, parse(&buffer[..len])) {
+                    (None, _) => Received::Anonymous,
+                    (Some(sender), Ok(message)) => Received::Message { sender, message },
+                    (Some(sender), Err(why)) => Received::Malformed {
+                        sender: Some(sender),
+                        why,
+                    },
+                }
+            });
+        }
+        out
+    }
+}
+
+impl AsFd for NotifySocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A fresh directory only the launcher's user can enter, under $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /tmp.
+fn private_dir() -> io::Result<PathBuf> {
+    let base = ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(PathBuf::from)
+        .find(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let template = base.join(format!("reuseport-launch.{}.XXXXXX", std::process::id()));
+    nix::unistd::mkdtemp(&template).map_err(io::Error::from)
+}
+
+/// Parses one sd_notify datagram: newline-separated KEY=VALUE assignments.
+pub fn parse(bytes: &[u8]) -> Result<NotifyMessage, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let mut message = NotifyMessage::default();
+    for line in text.split('\n').filter(|l| !l.is_empty()) {
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("line {:?} is not KEY=VALUE", truncate(line)))?;
+        match key {
+            "READY" => message.ready = value == "1",
+            "STOPPING" => message.stopping = value == "1",
+            "WATCHDOG" => message.watchdog = value == "1",
+            "STATUS" => message.status = Some(value.to_string()),
+            "ERRNO" => message.errno = value.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    Ok(message)
+}
+
+fn truncate(line: &str) -> String {
+    line.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_keys_and_ignores_unknown_ones() {
+        let m = parse(b"READY=1\nSTATUS=serving 3 clients\nMAINPID=7\nX_CUSTOM=a=b\nERRNO=5\n")
+            .unwrap();
+        assert!(m.ready && !m.stopping && !m.watchdog);
+        assert_eq!(m.status.as_deref(), Some("serving 3 clients"));
+        assert_eq!(m.errno, Some(5));
+    }
+
+    #[test]
+    fn ready_must_be_exactly_one() {
+        assert!(!parse(b"READY=0").unwrap().ready);
+        assert!(parse(b"WATCHDOG=1").unwrap().watchdog);
+    }
+
+    #[test]
+    fn rejects_non_utf8_and_lines_without_equals() {
+        assert!(parse(&[0xff, 0xfe, b'=']).is_err());
+        assert!(parse(b"READY").is_err());
+    }
+}

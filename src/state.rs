@@ -1,0 +1,645 @@
+//! The launcher's decisions: which generation serves, which workers should exist, when a reload
+//! succeeds or rolls back, when a crashed worker is restarted, when a slow one is killed. It reacts to
+//! events (reload/stop requested, a worker exited, a worker said READY=1, time passed) and acts only
+//! through the `Processes` trait, so it is tested without real processes. Invariant: the active
+//! generation is never signalled by a reload until every worker of its successor is ready.
+
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::backoff::{ordinal, Backoff};
+use crate::notify::NotifyMessage;
+use crate::supervisor::{ExitReason, Processes};
+
+/// The lifecycle of one worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPhase {
+    /// Spawned; has until `ready_deadline` to send READY=1.
+    Starting { ready_deadline: Instant },
+    /// Sent READY=1.
+    Ready,
+    /// Sent the stop signal; gets SIGKILL at `kill_at` (None once SIGKILL was sent).
+    Stopping { kill_at: Option<Instant> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub slot: usize,
+    pub generation: u32,
+    pub pid: Pid,
+    pub phase: WorkerPhase,
+    pub spawned_at: Instant,
+    /// Time from spawn to READY=1.
+    pub ready_after: Option<Duration>,
+    /// Last STATUS= the worker sent.
+    pub status: Option<String>,
+}
+
+/// The lifecycle of the launcher as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Generation 1 is starting; nothing is reported ready yet.
+    Starting,
+    /// The active generation serves; no reload is running.
+    Serving,
+    /// Generation `next` is starting beside the active one.
+    Reloading { next: u32, started: Instant },
+    /// Every worker was told to stop; the launcher ends with `outcome` once none is left.
+    Stopping { outcome: Outcome },
+    /// Nothing left to do; the event loop returns `Outcome`.
+    Finished(Outcome),
+}
+
+/// How the launcher ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A stop was requested and every worker has exited.
+    Stopped,
+    /// Generation 1 never got ready; the reason names the worker.
+    StartFailed(String),
+}
+
+/// Something the service manager (systemd) should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// Generation 1 is serving, or a reload ended (either way).
+    Ready,
+    /// A reload started.
+    Reloading,
+    /// The launcher is stopping.
+    Stopping,
+    /// A new one-line status.
+    Status(String),
+}
+
+/// The result of the latest reload, for status lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new generation serves; it took this long from the request to all workers ready.
+    Succeeded { generation: u32, took: Duration },
+    /// Rolled back; the reason names the worker.
+    Failed { generation: u32, reason: String },
+}
+
+/// Timeouts and the stop signal: the parts of the configuration the decisions depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub workers: usize,
+    pub ready_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub stop_signal: Signal,
+}
+
+/// An old generation that was told to stop because its successor is ready.
+#[derive(Debug, Clone)]
+struct Retiring {
+    generation: u32,
+    successor: u32,
+    reload_requested: Instant,
+    signalled: Instant,
+}
+
+/// Restart bookkeeping of one slot of the active generation.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+    restarts: u32,
+}
+
+pub struct Launcher {
+    policy: Policy,
+    phase: Phase,
+    /// The generation that serves (or, while Starting, is starting).
+    active: u32,
+    /// The highest generation number used so far; numbers are never reused.
+    newest: u32,
+    started: Instant,
+    /// Every live worker process, of any generation.
+    workers: Vec<Worker>,
+    slots: Vec<Slot>,
+    retiring: Vec<Retiring>,
+    reload_queued: bool,
+    last_reload: Option<ReloadResult>,
+    announcements: Vec<Announcement>,
+}
+
+impl Launcher {
+    pub fn new(policy: Policy, now: Instant) -> Launcher {
+        Launcher {
+            policy,
+            phase: Phase::Starting,
+            active: 1,
+            newest: 1,
+            started: now,
+            workers: Vec::new(),
+            slots: vec![Slot::default(); policy.workers],
+            retiring: Vec::new(),
+            reload_queued: false,
+            last_reload: None,
+            announcements: Vec::new(),
+        }
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn is_worker(&self, pid: Pid) -> bool {
+        self.workers.iter().any(|w| w.pid == pid)
+    }
+
+    /// Announcements made since the last call.
+    pub fn take_announcements(&mut self) -> Vec<Announcement> {
+        std::mem::take(&mut self.announcements)
+    }
+
+    /// Spawns generation 1.
+    pub fn start(&mut self, processes: &mut impl Processes, now: Instant) {
+        info!("generation 1: starting {} workers", self.policy.workers);
+        if let Err(reason) = self.spawn_generation(processes, 1, now) {
+            self.fail_start(processes, reason, now);
+        }
+    }
+
+    /// SIGHUP: start a new generation, or queue one reload if one is running.
+    pub fn request_reload(&mut self, processes: &mut impl Processes, now: Instant) {
+        match self.phase {
+            Phase::Serving => self.start_reload(processes, now),
+            Phase::Starting | Phase::Reloading { .. } => {
+                if !self.reload_queued {
+                    info!("reload requested while generation {} is starting; one more reload will follow", self.newest);
+                }
+                self.reload_queued = true;
+            }
+            Phase::Stopping { .. } | Phase::Finished(_) => {
+                info!("reload requested while stopping; ignored")
+            }
+        }
+    }
+
+    /// SIGTERM/SIGINT: drain and stop everything; a second request kills at once.
+    pub fn request_stop(&mut self, processes: &mut impl Processes, now: Instant) {
+        match self.phase {
+            Phase::Stopping { .. } => {
+                warn!(
+                    "second stop request: killing {} workers now",
+                    self.workers.len()
+                );
+                for worker in &mut self.workers {
+                    processes.signal(worker.pid, Signal::SIGKILL);
+                    worker.phase = WorkerPhase::Stopping { kill_at: None };
+                }
+            }
+            Phase::Finished(_) => {}
+            _ => self.stop_all(processes, Outcome::Stopped, now),
+        }
+    }
+
+    /// A child exited (reaped by the event loop).
+    pub fn on_exit(
+        &mut self,
+        processes: &mut impl Processes,
+        pid: Pid,
+        reason: ExitReason,
+        now: Instant,
+    ) {
+        let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
+            debug!("reaped pid {pid} ({reason}), not a worker");
+            return;
+        };
+        let worker = self.workers.remove(index);
+        let name = describe(&worker);
+        match (&self.phase, worker.phase) {
+            (_, WorkerPhase::Stopping { .. }) => {
+                debug!("{name} exited with {reason} after the stop signal");
+                self.retire_if_gone(worker.generation, now);
+            }
+            (Phase::Starting, _) => {
+                let when = if worker.phase == WorkerPhase::Ready { "while generation 1 was starting" } else { "before it was ready" };
+                self.fail_start(processes, format!("{name} exited with {reason} {when}"), now);
+            }
+            (Phase::Reloading { next, .. }, _) if worker.generation == *next => {
+                let when = if worker.phase == WorkerPhase::Ready { "before its generation was ready" } else { "before it was ready" };
+                self.fail_reload(processes, format!("{name} exited with {reason} {when}"), now);
+            }
+            _ if worker.generation == self.active => self.schedule_restart(&worker, reason, now),
+            _ => error!("{name} exited with {reason} in an unexpected state; this is a bug in reuseport-launch"),
+        }
+        self.finish_if_stopped();
+    }
+
+    /// A notify message attributed to the worker `pid`.
+    pub fn on_notify(
+        &mut self,
+        processes: &mut impl Processes,
+        pid: Pid,
+        message: &NotifyMessage,
+        now: Instant,
+    ) {
+        let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        if let Some(status) = &message.status {
+            debug!("{}: STATUS={status}", describe(worker));
+            worker.status = Some(status.clone());
+        }
+        if let Some(errno) = message.errno {
+            warn!(
+                "{} reports ERRNO={errno} ({})",
+                describe(worker),
+                nix::errno::Errno::from_raw(errno).desc()
+            );
+        }
+        if message.stopping {
+            debug!("{} sent STOPPING=1", describe(worker));
+        }
+        if message.ready && matches!(worker.phase, WorkerPhase::Starting { .. }) {
+            worker.phase = WorkerPhase::Ready;
+            let took = now.saturating_duration_since(worker.spawned_at);
+            worker.ready_after = Some(took);
+            debug!("{} ready after {} ms", describe(worker), took.as_millis());
+            let generation = worker.generation;
+            self.on_worker_ready(processes, generation, now);
+        }
+    }
+
+    /// Acts on every deadline that has passed: ready timeouts, kill timeouts, due restarts.
+    pub fn on_timers(&mut self, processes: &mut impl Processes, now: Instant) {
+        self.kill_overdue(processes, now);
+        if let Some(late) = self.workers.iter().find(|w| matches!(w.phase, WorkerPhase::Starting { ready_deadline } if ready_deadline <= now)).cloned() {
+            let reason = format!(
+                "{} not ready after {:.1}s (--ready-timeout); check that it sends READY=1 to $NOTIFY_SOCKET",
+                describe(&late),
+                self.policy.ready_timeout.as_secs_f64()
+            );
+            match self.phase {
+                Phase::Starting => self.fail_start(processes, reason, now),
+                Phase::Reloading { next, .. } if late.generation == next => self.fail_reload(processes, reason, now),
+                _ => {
+                    warn!("{reason}; stopping it");
+                    self.stop_worker(processes, late.pid, now);
+                    let slot = &mut self.slots[late.slot];
+                    let (delay, _) = slot.backoff.record_failure(Duration::ZERO);
+                    slot.restart_at = Some(now + delay);
+                }
+            }
+        }
+        self.restart_due(processes, now);
+        self.finish_if_stopped();
+    }
+
+    /// The nearest deadline, to bound the event loop's wait.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let workers = self.workers.iter().filter_map(|w| match w.phase {
+            WorkerPhase::Starting { ready_deadline } => Some(ready_deadline),
+            WorkerPhase::Stopping { kill_at } => kill_at,
+            WorkerPhase::Ready => None,
+        });
+        let restarts = self.slots.iter().filter_map(|s| s.restart_at);
+        workers.chain(restarts).min()
+    }
+
+    /// A one-line summary for humans and for systemd's STATUS=.
+    pub fn status_line(&self) -> String {
+        let ready = self.count(self.active, |p| p == WorkerPhase::Ready);
+        let base = format!(
+            "gen {}: {}/{} ready",
+            self.active, ready, self.policy.workers
+        );
+        match (&self.phase, &self.last_reload) {
+            (Phase::Starting, _) => {
+                format!("gen 1 starting: {}/{} ready", ready, self.policy.workers)
+            }
+            (Phase::Reloading { next, .. }, _) => {
+                let next_ready = self.count(*next, |p| p == WorkerPhase::Ready);
+                format!(
+                    "{base}; reloading to gen {next}: {next_ready}/{} ready",
+                    self.policy.workers
+                )
+            }
+            (Phase::Stopping { .. } | Phase::Finished(_), _) => {
+                format!("stopping: {} workers left", self.workers.len())
+            }
+            (_, Some(ReloadResult::Succeeded { took, .. })) => {
+                format!("{base}; last reload ok in {} ms", took.as_millis())
+            }
+            (_, Some(ReloadResult::Failed { generation, reason })) => {
+                format!("{base}; reload to gen {generation} failed: {reason}")
+            }
+            (_, None) => base,
+        }
+    }
+
+    fn count(&self, generation: u32, phase: impl Fn(WorkerPhase) -> bool) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| w.generation == generation && phase(w.phase))
+            .count()
+    }
+
+    fn spawn_generation(
+        &mut self,
+        processes: &mut impl Processes,
+        generation: u32,
+        now: Instant,
+    ) -> Result<(), String> {
+        for slot in 0..self.policy.workers {
+            self.spawn_worker(processes, generation, slot, now)?;
+        }
+        Ok(())
+    }
+
+    fn spawn_worker(
+        &mut self,
+        processes: &mut impl Processes,
+        generation: u32,
+        slot: usize,
+        now: Instant,
+    ) -> Result<(), String> {
+        let pid = processes.spawn(generation, slot).map_err(|e| {
+            format!("unable to spawn worker {slot} of generation {generation}: {e}")
+        })?;
+        debug!("worker {slot} (pid {pid}, gen {generation}) spawned");
+        self.workers.push(Worker {
+            slot,
+            generation,
+            pid,
+            phase: WorkerPhase::Starting {
+                ready_deadline: now + self.policy.ready_timeout,
+            },
+            spawned_at: now,
+            ready_after: None,
+            status: None,
+        });
+        Ok(())
+    }
+
+    fn on_worker_ready(&mut self, processes: &mut impl Processes, generation: u32, now: Instant) {
+        let ready = self.count(generation, |p| p == WorkerPhase::Ready);
+        let total = self.policy.workers;
+        match self.phase {
+            Phase::Starting | Phase::Reloading { .. } if generation == self.newest => {
+                info!("generation {generation}: {ready}/{total} workers ready");
+                if ready == total {
+                    self.promote(processes, generation, now);
+                } else {
+                    self.announce_status();
+                }
+            }
+            _ if generation == self.active => {
+                info!("generation {generation}: {ready}/{total} workers ready (slot refilled)")
+            }
+            _ => {}
+        }
+    }
+
+    /// Every worker of `generation` is ready: it becomes the active generation.
+    fn promote(&mut self, processes: &mut impl Processes, generation: u32, now: Instant) {
+        let (requested, previous) = match self.phase {
+            Phase::Reloading { started, .. } => (started, Some(self.active)),
+            _ => (self.started, None),
+        };
+        let took = now.saturating_duration_since(requested);
+        info!(
+            "generation {generation} serving: {} workers ready in {} ms",
+            self.policy.workers,
+            took.as_millis()
+        );
+        self.active = generation;
+        self.slots = vec![Slot::default(); self.policy.workers];
+        self.phase = Phase::Serving;
+        if let Some(old) = previous {
+            self.last_reload = Some(ReloadResult::Succeeded { generation, took });
+            let old_pids: Vec<Pid> = self
+                .workers
+                .iter()
+                .filter(|w| w.generation == old)
+                .map(|w| w.pid)
+                .collect();
+            info!(
+                "generation {old}: sending {} to {} workers",
+                self.policy.stop_signal.as_str(),
+                old_pids.len()
+            );
+            for pid in old_pids {
+                self.stop_worker(processes, pid, now);
+            }
+            self.retiring.push(Retiring {
+                generation: old,
+                successor: generation,
+                reload_requested: requested,
+                signalled: now,
+            });
+            self.retire_if_gone(old, now);
+        }
+        self.announcements.push(Announcement::Ready);
+        self.announce_status();
+        if std::mem::take(&mut self.reload_queued) {
+            self.start_reload(processes, now);
+        }
+    }
+
+    fn start_reload(&mut self, processes: &mut impl Processes, now: Instant) {
+        self.newest += 1;
+        let next = self.newest;
+        info!(
+            "reload: starting generation {next} ({} workers) beside generation {}",
+            self.policy.workers, self.active
+        );
+        self.phase = Phase::Reloading { next, started: now };
+        self.announcements.push(Announcement::Reloading);
+        self.announce_status();
+        if let Err(reason) = self.spawn_generation(processes, next, now) {
+            self.fail_reload(processes, reason, now);
+        }
+    }
+
+    fn fail_reload(&mut self, processes: &mut impl Processes, reason: String, now: Instant) {
+        let Phase::Reloading { next, .. } = self.phase else {
+            error!("reload failure outside a reload ({reason}); this is a bug in reuseport-launch");
+            return;
+        };
+        warn!(
+            "reload to generation {next} failed: {reason}; generation {} keeps serving",
+            self.active
+        );
+        let doomed: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == next)
+            .map(|w| w.pid)
+            .collect();
+        for pid in doomed {
+            self.stop_worker(processes, pid, now);
+        }
+        self.last_reload = Some(ReloadResult::Failed {
+            generation: next,
+            reason,
+        });
+        self.phase = Phase::Serving;
+        self.announcements.push(Announcement::Ready);
+        self.announce_status();
+        if std::mem::take(&mut self.reload_queued) {
+            self.start_reload(processes, now);
+        }
+    }
+
+    fn fail_start(&mut self, processes: &mut impl Processes, reason: String, now: Instant) {
+        error!("generation 1 failed to start: {reason}");
+        self.stop_all(processes, Outcome::StartFailed(reason), now);
+    }
+
+    fn stop_all(&mut self, processes: &mut impl Processes, outcome: Outcome, now: Instant) {
+        let live: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| !matches!(w.phase, WorkerPhase::Stopping { .. }))
+            .map(|w| w.pid)
+            .collect();
+        if outcome == Outcome::Stopped {
+            info!(
+                "stopping: sending {} to {} workers; SIGKILL after {:.1}s",
+                self.policy.stop_signal.as_str(),
+                live.len(),
+                self.policy.stop_timeout.as_secs_f64()
+            );
+        }
+        for pid in live {
+            self.stop_worker(processes, pid, now);
+        }
+        for slot in &mut self.slots {
+            slot.restart_at = None;
+        }
+        self.reload_queued = false;
+        self.phase = Phase::Stopping { outcome };
+        self.announcements.push(Announcement::Stopping);
+        self.finish_if_stopped();
+    }
+
+    fn stop_worker(&mut self, processes: &mut impl Processes, pid: Pid, now: Instant) {
+        if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            processes.signal(pid, self.policy.stop_signal);
+            worker.phase = WorkerPhase::Stopping {
+                kill_at: Some(now + self.policy.stop_timeout),
+            };
+        }
+    }
+
+    fn kill_overdue(&mut self, processes: &mut impl Processes, now: Instant) {
+        for worker in &mut self.workers {
+            if let WorkerPhase::Stopping { kill_at: Some(at) } = worker.phase {
+                if at <= now {
+                    warn!(
+                        "{} still running {:.1}s after {}; sending SIGKILL",
+                        describe(worker),
+                        self.policy.stop_timeout.as_secs_f64(),
+                        self.policy.stop_signal.as_str()
+                    );
+                    processes.signal(worker.pid, Signal::SIGKILL);
+                    worker.phase = WorkerPhase::Stopping { kill_at: None };
+                }
+            }
+        }
+    }
+
+    fn schedule_restart(&mut self, worker: &Worker, reason: ExitReason, now: Instant) {
+        if matches!(self.phase, Phase::Stopping { .. } | Phase::Finished(_)) {
+            return;
+        }
+        let slot = &mut self.slots[worker.slot];
+        let (delay, in_a_row) = slot
+            .backoff
+            .record_failure(now.saturating_duration_since(worker.spawned_at));
+        slot.restart_at = Some(now + delay);
+        let when = if worker.phase == WorkerPhase::Ready {
+            ""
+        } else {
+            " before ready"
+        };
+        warn!(
+            "{} exited with {reason}{when}; restarting in {} ({} failure in a row)",
+            describe(worker),
+            format_delay(delay),
+            ordinal(in_a_row)
+        );
+        self.announce_status();
+    }
+
+    fn restart_due(&mut self, processes: &mut impl Processes, now: Instant) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].restart_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            self.slots[slot].restart_at = None;
+            self.slots[slot].restarts += 1;
+            let generation = self.active;
+            if let Err(reason) = self.spawn_worker(processes, generation, slot, now) {
+                let (delay, in_a_row) = self.slots[slot].backoff.record_failure(Duration::ZERO);
+                self.slots[slot].restart_at = Some(now + delay);
+                warn!(
+                    "{reason}; retrying in {} ({} failure in a row)",
+                    format_delay(delay),
+                    ordinal(in_a_row)
+                );
+            }
+        }
+    }
+
+    /// Logs the end of a reload once the last process of the retired generation is gone.
+    fn retire_if_gone(&mut self, generation: u32, now: Instant) {
+        if self.workers.iter().any(|w| w.generation == generation) {
+            return;
+        }
+        if let Some(index) = self
+            .retiring
+            .iter()
+            .position(|r| r.generation == generation)
+        {
+            let r = self.retiring.remove(index);
+            info!(
+                "generation {} gone {} ms after the stop signal; reload to generation {} done in {} ms",
+                r.generation,
+                now.saturating_duration_since(r.signalled).as_millis(),
+                r.successor,
+                now.saturating_duration_since(r.reload_requested).as_millis()
+            );
+        }
+    }
+
+    fn finish_if_stopped(&mut self) {
+        if let Phase::Stopping { outcome } = &self.phase {
+            if self.workers.is_empty() {
+                self.phase = Phase::Finished(outcome.clone());
+            }
+        }
+    }
+
+    fn announce_status(&mut self) {
+        self.announcements
+            .push(Announcement::Status(self.status_line()));
+    }
+}
+
+/// "worker 2 (pid 1234, gen 3)"
+fn describe(worker: &Worker) -> String {
+    format!(
+        "worker {} (pid {}, gen {})",
+        worker.slot, worker.pid, worker.generation
+    )
+}
+
+/// "100 ms" below a second, "2.2s" above.
+fn format_delay(delay: Duration) -> String {
+    if delay < Duration::from_secs(1) {
+        format!("{} ms", delay.as_millis())
+    } else {
+        format!("{:.1}s", delay.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! Only this module spawns, signals or reaps processes. A worker is PROGRAM run with its slot, generation
+//! and the launcher's notify socket in its environment, in a process group of its own, and set to die
+//! with the launcher (PR_SET_PDEATHSIG), so no worker outlives a launcher killed with SIGKILL.
+
+use std::fmt;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use log::debug;
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::cli::Config;
+
+pub const ENV_WORKER: &str = "REUSEPORT_LAUNCH_WORKER";
+pub const ENV_GENERATION: &str = "REUSEPORT_LAUNCH_GENERATION";
+pub const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+/// The launcher's own service-manager variables: meant for the launcher, never for a worker (a worker's
+/// READY=1 must not reach systemd, and socket-activation fds are not the worker's).
+const LAUNCHER_ONLY_ENV: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "MAINPID",
+];
+
+/// How a reaped child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// exit(code)
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(Signal),
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Exited(code) => write!(f, "status {code}"),
+            ExitReason::Signaled(signal) => {
+                write!(f, "signal {} ({})", *signal as i32, signal.as_str())
+            }
+        }
+    }
+}
+
+/// What the launcher's decisions need from the operating system.
+pub trait Processes {
+    /// Starts PROGRAM as worker `slot` of `generation`.
+    fn spawn(&mut self, generation: u32, slot: usize) -> io::Result<Pid>;
+    /// Sends `signal` to the worker's process group.
+    fn signal(&mut self, worker: Pid, signal: Signal);
+}
+
+/// The real thing: spawns PROGRAM.
+pub struct Supervisor {
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    notify_socket: PathBuf,
+}
+
+impl Supervisor {
+    pub fn new(config: &Config, notify_socket: PathBuf) -> Supervisor {
+        Supervisor {
+            program: config.program.clone(),
+            args: config.program_args.clone(),
+            notify_socket,
+        }
+    }
+}
+
+impl Processes for Supervisor {
+    fn spawn(&mut self, generation: u32, slot: usize) -> io::Result<Pid> {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for name in LAUNCHER_ONLY_ENV {
+            command.env_remove(name);
+        }
+        command
+            .env(ENV_WORKER, slot.to_string())
+            .env(ENV_GENERATION, generation.to_string())
+            .env(ENV_NOTIFY_SOCKET, &self.notify_socket);
+        let launcher = Pid::this();
+        // SAFETY: runs between fork and exec in a single-threaded launcher; it only makes raw syscalls
+        // (setpgid, prctl, getppid) and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                // Own process group: a terminal's Ctrl-C reaches the launcher only, which drains workers in
+                // order; and the stop signal can reach the worker's own children too.
+                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+                // The launcher may have died before PDEATHSIG was armed.
+                if nix::unistd::getppid() != launcher {
+                    return Err(io::Error::other("launcher exited"));
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.program.display())))?;
+        Ok(Pid::from_raw(child.id() as i32))
+    }
+
+    fn signal(&mut self, worker: Pid, signal: Signal) {
+        // The group id is the worker's pid (setpgid(0, 0) above). Fall back to the pid alone if the
+        // worker left its group (ESRCH for the group while the process still runs).
+        match killpg(worker, signal) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) => {
+                if let Err(e) = nix::sys::signal::kill(worker, signal) {
+                    debug!("signal {} to pid {worker}: {e}", signal.as_str());
+                }
+            }
+            Err(e) => debug!("signal {} to process group {worker}: {e}", signal.as_str()),
+        }
+    }
+}
+
+/// Every child that has exited since the last call, without blocking.
+pub fn reap() -> Vec<(Pid, ExitReason)> {
+    let mut exited = Vec::new();
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => exited.push((pid, ExitReason::Exited(code))),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                exited.push((pid, ExitReason::Signaled(signal)))
+            }
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return exited,
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("waitpid failed: {e}; this is a bug in reuseport-launch");
+                return exited;
+            }
+        }
+    }
+}
