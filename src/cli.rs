@@ -47,6 +47,15 @@ pub struct Args {
     #[arg(long, value_name = "SIG", default_value = "TERM")]
     pub stop_signal: String,
 
+    /// Instance name: names the control socket used by `reuseport-launch status|reload|scale|stop`
+    /// [default: PROGRAM's file name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Replace a worker that sent WATCHDOG=1 and then stays silent for this many seconds
+    #[arg(long, value_name = "SECS")]
+    pub watchdog: Option<f64>,
+
     /// Log more (-v: debug, -vv: trace). RUST_LOG overrides both -v and -q
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -80,6 +89,10 @@ pub struct Config {
     pub program: PathBuf,
     /// Arguments passed to every worker.
     pub program_args: Vec<OsString>,
+    /// Instance name, for the control socket.
+    pub name: String,
+    /// Per-worker watchdog timeout.
+    pub watchdog: Option<Duration>,
     /// Log level chosen by -v/-q (RUST_LOG still wins).
     pub log_level: log::LevelFilter,
 }
@@ -115,12 +128,25 @@ impl Config {
         };
         let mut command = args.command.into_iter();
         let given = command.next().ok_or_else(|| bad("PROGRAM is missing"))?;
+        let program = resolve_program(&given)?;
+        let name = match args.name {
+            Some(name) => name,
+            None => program
+                .file_name()
+                .map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned()),
+        };
+        crate::control::validate_name(&name).map_err(|e| bad(&e))?;
         Ok(Config {
+            name,
+            watchdog: args
+                .watchdog
+                .map(|w| seconds("--watchdog", w))
+                .transpose()?,
             workers,
             ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
             stop_timeout: seconds("--stop-timeout", args.stop_timeout)?,
             stop_signal: parse_signal(&args.stop_signal)?,
-            program: resolve_program(&given)?,
+            program,
             program_args: command.collect(),
             log_level: log_level(args.verbose, args.quiet),
         })

@@ -1,16 +1,19 @@
 //! The one event loop. Each wake-up does the same steps in the same order: drain signals -> reap
-//! children -> read notify messages -> fire due timers -> tell the service manager. The poll timeout is
-//! the nearest deadline, so an idle launcher sleeps in poll(2) and uses no CPU.
+//! children -> read notify messages -> serve the control socket -> fire due timers -> pass on
+//! announcements. The poll timeout is the nearest deadline, so an idle launcher sleeps in poll(2) and
+//! uses no CPU.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
-use log::{debug, warn};
+use log::warn;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::cli::Config;
+use crate::control::ControlServer;
 use crate::notify::{NotifySocket, Received};
 use crate::process_tree;
 use crate::signals::SignalPipe;
@@ -20,76 +23,125 @@ use crate::sysctl;
 use crate::systemd::ServiceManager;
 
 /// Signals the launcher acts on. SIGCHLD only wakes the loop; reaping happens on every round.
+/// SIGTTIN/SIGTTOU scale by one worker up/down, as in einhorn and unicorn.
 const HANDLED_SIGNALS: &[Signal] = &[
     Signal::SIGHUP,
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGCHLD,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
 ];
 
-pub fn run(config: &Config) -> io::Result<Outcome> {
-    let signals = SignalPipe::install(HANDLED_SIGNALS)?;
-    let notify = NotifySocket::bind()?;
-    let manager = ServiceManager::from_env();
+/// Everything the loop owns besides the decisions.
+struct Io {
+    signals: SignalPipe,
+    notify: NotifySocket,
+    control: ControlServer,
+    manager: ServiceManager,
+    supervisor: Supervisor,
+}
+
+pub fn run(config: &Config) -> Result<Outcome, String> {
+    let now = Instant::now();
+    let signals = SignalPipe::install(HANDLED_SIGNALS)
+        .map_err(|e| format!("unable to install signal handlers: {e}"))?;
+    let notify = NotifySocket::bind()
+        .map_err(|e| format!("unable to create the workers' notify socket: {e}"))?;
+    let mut io = Io {
+        supervisor: Supervisor::new(config, notify.path().to_path_buf()),
+        control: ControlServer::bind(&config.name).map_err(|e| e.to_string())?,
+        manager: ServiceManager::from_env(config.stop_timeout, now),
+        signals,
+        notify,
+    };
     sysctl::warn_if_migrate_req_off();
-    let mut supervisor = Supervisor::new(config, notify.path().to_path_buf());
     let policy = Policy {
         workers: config.workers,
         ready_timeout: config.ready_timeout,
         stop_timeout: config.stop_timeout,
         stop_signal: config.stop_signal,
+        watchdog: config.watchdog,
     };
-    let mut launcher = Launcher::new(policy, Instant::now());
-    launcher.start(&mut supervisor, Instant::now());
+    let mut launcher = Launcher::new(policy, now);
+    launcher.start(&mut io.supervisor, now);
 
     loop {
         for announcement in launcher.take_announcements() {
-            manager.announce(&announcement);
+            io.manager.announce(&announcement);
+            io.control.on_announcement(&announcement);
         }
         if let Phase::Finished(outcome) = launcher.phase() {
             return Ok(outcome.clone());
         }
-        wait(&signals, &notify, launcher.next_deadline())?;
+        let deadline = [
+            launcher.next_deadline(),
+            io.control.next_deadline(),
+            io.manager.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        wait(&io, deadline).map_err(|e| format!("poll failed: {e}"))?;
         let now = Instant::now();
 
-        for signal in signals.drain() {
+        for signal in io.signals.drain() {
             match signal {
-                Signal::SIGHUP => launcher.request_reload(&mut supervisor, now),
-                Signal::SIGTERM | Signal::SIGINT => launcher.request_stop(&mut supervisor, now),
+                Signal::SIGHUP => {
+                    launcher.request_reload(&mut io.supervisor, now);
+                }
+                Signal::SIGTERM | Signal::SIGINT => launcher.request_stop(&mut io.supervisor, now),
+                Signal::SIGTTIN | Signal::SIGTTOU => {
+                    let wanted =
+                        launcher.wanted() as isize + if signal == Signal::SIGTTIN { 1 } else { -1 };
+                    if let Err(why) =
+                        launcher.scale(&mut io.supervisor, wanted.max(0) as usize, now)
+                    {
+                        warn!("{} ignored: {why}", signal.as_str());
+                    }
+                }
                 _ => {}
             }
         }
         for (pid, reason) in supervisor::reap() {
-            launcher.on_exit(&mut supervisor, pid, reason, now);
+            launcher.on_exit(&mut io.supervisor, pid, reason, now);
         }
-        for received in notify.drain() {
-            match received {
-                Received::Message { sender, message } => {
-                    match process_tree::find_ancestor(sender, |pid| launcher.is_worker(pid)) {
-                        Some(worker) => launcher.on_notify(&mut supervisor, worker, &message, now),
-                        None => warn!("dropped notify message from pid {sender}: not a worker or a descendant of one"),
-                    }
-                }
-                Received::Oversized { sender } => warn!(
-                    "dropped oversized notify message from pid {}: more than {} bytes",
-                    show(sender),
-                    crate::notify::MAX_MESSAGE_BYTES
-                ),
-                Received::Malformed { sender, why } => {
-                    warn!(
-                        "dropped malformed notify message from pid {}: {why}",
-                        show(sender)
-                    )
-                }
-                Received::Anonymous => warn!("dropped notify message without sender credentials"),
-            }
+        for received in io.notify.drain() {
+            deliver(&mut launcher, &mut io.supervisor, received, now);
         }
-        launcher.on_timers(&mut supervisor, Instant::now());
+        io.control.serve(&mut launcher, &mut io.supervisor, now);
+        let now = Instant::now();
+        launcher.on_timers(&mut io.supervisor, now);
+        io.manager.on_timers(now);
     }
 }
 
-/// Sleeps until a signal, a notify datagram or the deadline.
-fn wait(signals: &SignalPipe, notify: &NotifySocket, deadline: Option<Instant>) -> io::Result<()> {
+/// Hands a notify datagram to the worker it came from, or logs why it was dropped.
+fn deliver(launcher: &mut Launcher, supervisor: &mut Supervisor, received: Received, now: Instant) {
+    match received {
+        Received::Message { sender, message } => {
+            match process_tree::find_ancestor(sender, |pid| launcher.is_worker(pid)) {
+                Some(worker) => launcher.on_notify(supervisor, worker, &message, now),
+                None => warn!(
+                    "dropped notify message from pid {sender}: not a worker or a descendant of one"
+                ),
+            }
+        }
+        Received::Oversized { sender } => warn!(
+            "dropped oversized notify message from pid {}: more than {} bytes",
+            show(sender),
+            crate::notify::MAX_MESSAGE_BYTES
+        ),
+        Received::Malformed { sender, why } => warn!(
+            "dropped malformed notify message from pid {}: {why}",
+            show(sender)
+        ),
+        Received::Anonymous => warn!("dropped notify message without sender credentials"),
+    }
+}
+
+/// Sleeps until a signal, a notify datagram, a control client or the deadline.
+fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<()> {
     let timeout = match deadline {
         None => PollTimeout::NONE,
         Some(at) => {
@@ -99,20 +151,20 @@ fn wait(signals: &SignalPipe, notify: &NotifySocket, deadline: Option<Instant>) 
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
         }
     };
-    let mut fds = [
-        PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-        PollFd::new(notify.as_fd(), PollFlags::POLLIN),
-    ];
+    let sources: Vec<BorrowedFd> = [io.signals.as_fd(), io.notify.as_fd()]
+        .into_iter()
+        .chain(io.control.poll_fds())
+        .collect();
+    let mut fds: Vec<PollFd> = sources
+        .into_iter()
+        .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
     match poll(&mut fds, timeout) {
-        Ok(n) => {
-            debug!("woke up: {n} ready");
-            Ok(())
-        }
-        Err(nix::errno::Errno::EINTR) => Ok(()),
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
-fn show(pid: Option<nix::unistd::Pid>) -> String {
+fn show(pid: Option<Pid>) -> String {
     pid.map_or_else(|| "?".into(), |p| p.to_string())
 }

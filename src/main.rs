@@ -4,12 +4,15 @@
 
 mod backoff;
 mod cli;
+mod control;
+mod control_client;
 mod event_loop;
 mod logging;
 mod notify;
 mod process_tree;
 mod signals;
 mod state;
+mod status;
 mod supervisor;
 mod sysctl;
 mod systemd;
@@ -28,7 +31,15 @@ const EXIT_PROGRAM_NOT_FOUND: u8 = 3;
 const EXIT_START_FAILED: u8 = 4;
 
 fn main() -> ExitCode {
-    let args = match cli::Args::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| control_client::SUBCOMMANDS.contains(&a))
+    {
+        return control_client::main(argv);
+    }
+    let args = match cli::Args::try_parse_from(argv) {
         Ok(args) => args,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
@@ -63,8 +74,8 @@ fn main() -> ExitCode {
             );
             ExitCode::from(EXIT_START_FAILED)
         }
-        Err(e) => {
-            eprintln!("reuseport-launch: error: {e}");
+        Err(message) => {
+            eprintln!("reuseport-launch: error: {message}");
             ExitCode::from(EXIT_RUNTIME_ERROR)
         }
     }

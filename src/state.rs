@@ -36,6 +36,8 @@ pub struct Worker {
     pub ready_after: Option<Duration>,
     /// Last STATUS= the worker sent.
     pub status: Option<String>,
+    /// Last WATCHDOG=1 the worker sent.
+    pub last_watchdog: Option<Instant>,
 }
 
 /// The lifecycle of the launcher as a whole.
@@ -62,11 +64,13 @@ pub enum Outcome {
     StartFailed(String),
 }
 
-/// Something the service manager (systemd) should hear about.
+/// Something the service manager (systemd) and control clients should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Announcement {
-    /// Generation 1 is serving, or a reload ended (either way).
+    /// Generation 1 is serving.
     Ready,
+    /// Reload number `seq` (see `request_reload`) ended, either way.
+    ReloadEnded { seq: u64, result: ReloadResult },
     /// A reload started.
     Reloading,
     /// The launcher is stopping.
@@ -91,6 +95,8 @@ pub struct Policy {
     pub ready_timeout: Duration,
     pub stop_timeout: Duration,
     pub stop_signal: Signal,
+    /// A worker that sent WATCHDOG=1 once and then stays silent this long is replaced.
+    pub watchdog: Option<Duration>,
 }
 
 /// An old generation that was told to stop because its successor is ready.
@@ -110,6 +116,31 @@ struct Slot {
     restarts: u32,
 }
 
+/// A point-in-time view of the launcher for `status`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub phase: &'static str,
+    pub active: u32,
+    pub wanted: usize,
+    pub status_line: String,
+    pub last_reload: Option<ReloadResult>,
+    pub workers: Vec<WorkerRow>,
+}
+
+/// One worker in a `Snapshot`.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub generation: u32,
+    pub slot: usize,
+    pub pid: i32,
+    /// starting, ready or draining
+    pub state: &'static str,
+    pub uptime: Duration,
+    /// Restarts of this slot in the active generation.
+    pub restarts: u32,
+    pub ready_after: Option<Duration>,
+}
+
 pub struct Launcher {
     policy: Policy,
     phase: Phase,
@@ -123,6 +154,8 @@ pub struct Launcher {
     slots: Vec<Slot>,
     retiring: Vec<Retiring>,
     reload_queued: bool,
+    /// Reloads started so far; a reload's sequence number lets a client wait for that very reload.
+    reloads_started: u64,
     last_reload: Option<ReloadResult>,
     announcements: Vec<Announcement>,
 }
@@ -139,6 +172,7 @@ impl Launcher {
             slots: vec![Slot::default(); policy.workers],
             retiring: Vec::new(),
             reload_queued: false,
+            reloads_started: 0,
             last_reload: None,
             announcements: Vec::new(),
         }
@@ -146,6 +180,11 @@ impl Launcher {
 
     pub fn phase(&self) -> &Phase {
         &self.phase
+    }
+
+    /// Workers per generation, as configured or scaled.
+    pub fn wanted(&self) -> usize {
+        self.policy.workers
     }
 
     pub fn is_worker(&self, pid: Pid) -> bool {
@@ -165,20 +204,69 @@ impl Launcher {
         }
     }
 
-    /// SIGHUP: start a new generation, or queue one reload if one is running.
-    pub fn request_reload(&mut self, processes: &mut impl Processes, now: Instant) {
+    /// SIGHUP: start a new generation, or queue one reload if one is running. Returns the sequence
+    /// number of the reload that will carry out this request (None while stopping).
+    pub fn request_reload(&mut self, processes: &mut impl Processes, now: Instant) -> Option<u64> {
         match self.phase {
-            Phase::Serving => self.start_reload(processes, now),
+            Phase::Serving => {
+                self.start_reload(processes, now);
+                Some(self.reloads_started)
+            }
             Phase::Starting | Phase::Reloading { .. } => {
                 if !self.reload_queued {
                     info!("reload requested while generation {} is starting; one more reload will follow", self.newest);
                 }
                 self.reload_queued = true;
+                Some(self.reloads_started + 1)
             }
             Phase::Stopping { .. } | Phase::Finished(_) => {
-                info!("reload requested while stopping; ignored")
+                info!("reload requested while stopping; ignored");
+                None
             }
         }
+    }
+
+    /// Grows or shrinks the active generation to `workers` without a reload.
+    pub fn scale(
+        &mut self,
+        processes: &mut impl Processes,
+        workers: usize,
+        now: Instant,
+    ) -> Result<(), String> {
+        if workers == 0 {
+            return Err("cannot scale to 0 workers; use stop to stop the service".into());
+        }
+        if self.phase != Phase::Serving {
+            return Err(format!(
+                "cannot scale now ({}); try again when the reload has ended",
+                self.status_line()
+            ));
+        }
+        let before = self.policy.workers;
+        info!(
+            "scaling generation {} from {before} to {workers} workers",
+            self.active
+        );
+        self.policy.workers = workers;
+        self.slots.resize_with(workers, Slot::default);
+        for slot in before..workers {
+            self.spawn_worker(processes, self.active, slot, now)?;
+        }
+        let surplus: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| {
+                w.generation == self.active
+                    && w.slot >= workers
+                    && !matches!(w.phase, WorkerPhase::Stopping { .. })
+            })
+            .map(|w| w.pid)
+            .collect();
+        for pid in surplus {
+            self.stop_worker(processes, pid, now);
+        }
+        self.announce_status();
+        Ok(())
     }
 
     /// SIGTERM/SIGINT: drain and stop everything; a second request kills at once.
@@ -254,6 +342,9 @@ impl Launcher {
                 nix::errno::Errno::from_raw(errno).desc()
             );
         }
+        if message.watchdog {
+            worker.last_watchdog = Some(now);
+        }
         if message.stopping {
             debug!("{} sent STOPPING=1", describe(worker));
         }
@@ -279,14 +370,17 @@ impl Launcher {
             match self.phase {
                 Phase::Starting => self.fail_start(processes, reason, now),
                 Phase::Reloading { next, .. } if late.generation == next => self.fail_reload(processes, reason, now),
-                _ => {
-                    warn!("{reason}; stopping it");
-                    self.stop_worker(processes, late.pid, now);
-                    let slot = &mut self.slots[late.slot];
-                    let (delay, _) = slot.backoff.record_failure(Duration::ZERO);
-                    slot.restart_at = Some(now + delay);
-                }
+                _ => self.replace(processes, &late, &reason, now),
             }
+        }
+        if let Some(silent) = self.watchdog_overdue(now) {
+            let reason = format!(
+                "{} silent for {:.1}s since its last WATCHDOG=1 (--watchdog)",
+                describe(&silent),
+                now.saturating_duration_since(silent.last_watchdog.unwrap_or(now))
+                    .as_secs_f64()
+            );
+            self.replace(processes, &silent, &reason, now);
         }
         self.restart_due(processes, now);
         self.finish_if_stopped();
@@ -294,13 +388,53 @@ impl Launcher {
 
     /// The nearest deadline, to bound the event loop's wait.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let workers = self.workers.iter().filter_map(|w| match w.phase {
+        let watchdog = self.policy.watchdog;
+        let workers = self.workers.iter().filter_map(move |w| match w.phase {
             WorkerPhase::Starting { ready_deadline } => Some(ready_deadline),
             WorkerPhase::Stopping { kill_at } => kill_at,
-            WorkerPhase::Ready => None,
+            WorkerPhase::Ready => w.last_watchdog.zip(watchdog).map(|(at, limit)| at + limit),
         });
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);
         workers.chain(restarts).min()
+    }
+
+    /// Everything `reuseport-launch status` shows.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut workers: Vec<WorkerRow> = self
+            .workers
+            .iter()
+            .map(|w| WorkerRow {
+                generation: w.generation,
+                slot: w.slot,
+                pid: w.pid.as_raw(),
+                state: match w.phase {
+                    WorkerPhase::Starting { .. } => "starting",
+                    WorkerPhase::Ready => "ready",
+                    WorkerPhase::Stopping { .. } => "draining",
+                },
+                uptime: now.saturating_duration_since(w.spawned_at),
+                restarts: if w.generation == self.active {
+                    self.slots.get(w.slot).map_or(0, |s| s.restarts)
+                } else {
+                    0
+                },
+                ready_after: w.ready_after,
+            })
+            .collect();
+        workers.sort_by_key(|w| (w.generation, w.slot, w.pid));
+        Snapshot {
+            phase: match self.phase {
+                Phase::Starting => "starting",
+                Phase::Serving => "serving",
+                Phase::Reloading { .. } => "reloading",
+                Phase::Stopping { .. } | Phase::Finished(_) => "stopping",
+            },
+            active: self.active,
+            wanted: self.policy.workers,
+            status_line: self.status_line(),
+            last_reload: self.last_reload.clone(),
+            workers,
+        }
     }
 
     /// A one-line summary for humans and for systemd's STATUS=.
@@ -374,6 +508,7 @@ impl Launcher {
             spawned_at: now,
             ready_after: None,
             status: None,
+            last_watchdog: None,
         });
         Ok(())
     }
@@ -413,7 +548,12 @@ impl Launcher {
         self.slots = vec![Slot::default(); self.policy.workers];
         self.phase = Phase::Serving;
         if let Some(old) = previous {
-            self.last_reload = Some(ReloadResult::Succeeded { generation, took });
+            let result = ReloadResult::Succeeded { generation, took };
+            self.last_reload = Some(result.clone());
+            self.announcements.push(Announcement::ReloadEnded {
+                seq: self.reloads_started,
+                result,
+            });
             let old_pids: Vec<Pid> = self
                 .workers
                 .iter()
@@ -435,8 +575,9 @@ impl Launcher {
                 signalled: now,
             });
             self.retire_if_gone(old, now);
+        } else {
+            self.announcements.push(Announcement::Ready);
         }
-        self.announcements.push(Announcement::Ready);
         self.announce_status();
         if std::mem::take(&mut self.reload_queued) {
             self.start_reload(processes, now);
@@ -445,6 +586,7 @@ impl Launcher {
 
     fn start_reload(&mut self, processes: &mut impl Processes, now: Instant) {
         self.newest += 1;
+        self.reloads_started += 1;
         let next = self.newest;
         info!(
             "reload: starting generation {next} ({} workers) beside generation {}",
@@ -476,12 +618,16 @@ impl Launcher {
         for pid in doomed {
             self.stop_worker(processes, pid, now);
         }
-        self.last_reload = Some(ReloadResult::Failed {
+        let result = ReloadResult::Failed {
             generation: next,
             reason,
+        };
+        self.last_reload = Some(result.clone());
+        self.announcements.push(Announcement::ReloadEnded {
+            seq: self.reloads_started,
+            result,
         });
         self.phase = Phase::Serving;
-        self.announcements.push(Announcement::Ready);
         self.announce_status();
         if std::mem::take(&mut self.reload_queued) {
             self.start_reload(processes, now);
@@ -544,6 +690,35 @@ impl Launcher {
                 }
             }
         }
+    }
+
+    /// Stops a misbehaving worker of the active generation and schedules its slot's restart.
+    fn replace(
+        &mut self,
+        processes: &mut impl Processes,
+        worker: &Worker,
+        reason: &str,
+        now: Instant,
+    ) {
+        self.stop_worker(processes, worker.pid, now);
+        let slot = &mut self.slots[worker.slot];
+        let (delay, in_a_row) = slot.backoff.record_failure(Duration::ZERO);
+        slot.restart_at = Some(now + delay);
+        warn!(
+            "{reason}; replacing it in {} ({} failure in a row)",
+            format_delay(delay),
+            ordinal(in_a_row)
+        );
+    }
+
+    fn watchdog_overdue(&self, now: Instant) -> Option<Worker> {
+        let limit = self.policy.watchdog?;
+        self.workers
+            .iter()
+            .find(|w| {
+                w.phase == WorkerPhase::Ready && w.last_watchdog.is_some_and(|at| at + limit <= now)
+            })
+            .cloned()
     }
 
     fn schedule_restart(&mut self, worker: &Worker, reason: ExitReason, now: Instant) {

@@ -1,21 +1,38 @@
 //! The launcher's own service manager: when NOTIFY_SOCKET was set for the launcher (systemd
-//! Type=notify), the launcher's announcements go there. Workers never see this socket.
+//! Type=notify), the launcher's announcements go there, and it pings the service watchdog when
+//! WATCHDOG_USEC asks for it. Workers never see this socket (supervisor.rs removes it from their env).
+
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use sd_notify::NotifyState;
 
 use crate::state::Announcement;
 
+/// Margin added to --stop-timeout when asking systemd to extend its stop timeout: time for the final
+/// SIGKILL and reaping.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
 pub struct ServiceManager {
     enabled: bool,
+    /// Half of WATCHDOG_USEC: how often systemd wants WATCHDOG=1.
+    watchdog_every: Option<Duration>,
+    next_watchdog: Option<Instant>,
+    stop_timeout: Duration,
 }
 
 impl ServiceManager {
-    /// Reads NOTIFY_SOCKET once; the launcher's own environment is left as it is (workers get theirs
-    /// from the supervisor).
-    pub fn from_env() -> ServiceManager {
+    /// Reads NOTIFY_SOCKET and WATCHDOG_USEC once; the launcher's own environment is left as it is.
+    pub fn from_env(stop_timeout: Duration, now: Instant) -> ServiceManager {
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
+        let mut usec = 0;
+        let watchdog_every = (enabled && sd_notify::watchdog_enabled(false, &mut usec))
+            .then(|| Duration::from_micros(usec) / 2);
         ServiceManager {
-            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            enabled,
+            watchdog_every,
+            next_watchdog: watchdog_every.map(|every| now + every),
+            stop_timeout,
         }
     }
 
@@ -25,7 +42,8 @@ impl ServiceManager {
         }
         let monotonic;
         let states: Vec<NotifyState> = match announcement {
-            Announcement::Ready => vec![NotifyState::Ready],
+            // systemd counts a reload as done at READY=1, whatever its outcome; STATUS= tells which.
+            Announcement::Ready | Announcement::ReloadEnded { .. } => vec![NotifyState::Ready],
             Announcement::Reloading => match NotifyState::monotonic_usec_now() {
                 Ok(now) => {
                     monotonic = now;
@@ -33,12 +51,36 @@ impl ServiceManager {
                 }
                 Err(_) => vec![NotifyState::Reloading],
             },
-            Announcement::Stopping => vec![NotifyState::Stopping],
+            Announcement::Stopping => {
+                let usec = (self.stop_timeout + STOP_MARGIN)
+                    .as_micros()
+                    .min(u32::MAX as u128) as u32;
+                vec![NotifyState::Stopping, NotifyState::ExtendTimeoutUsec(usec)]
+            }
             Announcement::Status(line) => vec![NotifyState::Status(line)],
         };
-        match sd_notify::notify(false, &states) {
-            Ok(()) => debug!("told the service manager: {announcement:?}"),
-            Err(e) => warn!("unable to notify the service manager ({announcement:?}): {e}"),
+        self.send(&states);
+    }
+
+    /// When the next WATCHDOG=1 is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_watchdog
+    }
+
+    /// Sends WATCHDOG=1 when due.
+    pub fn on_timers(&mut self, now: Instant) {
+        if let (Some(due), Some(every)) = (self.next_watchdog, self.watchdog_every) {
+            if due <= now {
+                self.send(&[NotifyState::Watchdog]);
+                self.next_watchdog = Some(now + every);
+            }
+        }
+    }
+
+    fn send(&self, states: &[NotifyState]) {
+        match sd_notify::notify(false, states) {
+            Ok(()) => debug!("told the service manager: {states:?}"),
+            Err(e) => warn!("unable to notify the service manager ({states:?}): {e}"),
         }
     }
 }

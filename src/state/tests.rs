@@ -34,6 +34,7 @@ fn policy() -> Policy {
         ready_timeout: 5 * SEC,
         stop_timeout: 3 * SEC,
         stop_signal: Signal::SIGTERM,
+        watchdog: None,
     }
 }
 

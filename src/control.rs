@@ -1,0 +1,478 @@
+//! The control socket: a unix stream socket (mode 0600, peer uid checked) where `reuseport-launch
+//! status|reload|scale|stop` reach a running launcher. One request line per connection, one reply.
+//! Every read is non-blocking and bounded in size and time, so a silent or garbage-sending client is
+//! dropped without ever stalling the event loop.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+use crate::state::{Announcement, Launcher, ReloadResult};
+use crate::status;
+use crate::supervisor::Processes;
+
+/// A client has this long to send its request line: a silent client is dropped, never waited for.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest request line; the longest real one ("status --json") is far shorter.
+const MAX_REQUEST_BYTES: usize = 256;
+/// Clients waiting for their request line at once; more are refused so a flood cannot grow memory.
+const MAX_PENDING_CLIENTS: usize = 64;
+
+/// What a client asks for; the wire form is one line, e.g. `scale 4`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `status`: the human table.
+    Status,
+    /// `status-json`: the same for scripts.
+    StatusJson,
+    /// `reload` or `reload-wait`: start a reload; with wait, reply only when it ended.
+    Reload { wait: bool },
+    /// `scale N`: set the number of workers of the serving generation.
+    Scale(usize),
+    /// `stop`: graceful stop; the connection stays open until the launcher exits.
+    Stop,
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Status => f.write_str("status"),
+            Request::StatusJson => f.write_str("status-json"),
+            Request::Reload { wait: false } => f.write_str("reload"),
+            Request::Reload { wait: true } => f.write_str("reload-wait"),
+            Request::Scale(n) => write!(f, "scale {n}"),
+            Request::Stop => f.write_str("stop"),
+        }
+    }
+}
+
+impl Request {
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let mut words = line.split_whitespace();
+        let request = match (words.next(), words.next()) {
+            (Some("status"), None) => Request::Status,
+            (Some("status-json"), None) => Request::StatusJson,
+            (Some("reload"), None) => Request::Reload { wait: false },
+            (Some("reload-wait"), None) => Request::Reload { wait: true },
+            (Some("stop"), None) => Request::Stop,
+            (Some("scale"), Some(n)) => {
+                Request::Scale(n.parse().map_err(|_| format!("scale {n}: not a number"))?)
+            }
+            _ => {
+                return Err(format!(
+                    "unknown request {:?}",
+                    line.chars().take(40).collect::<String>()
+                ))
+            }
+        };
+        match words.next() {
+            None => Ok(request),
+            Some(_) => Err(format!("unexpected words after {request}")),
+        }
+    }
+}
+
+/// Where control sockets live, best first: systemd's RuntimeDirectory=, the user's runtime directory,
+/// /run. The launcher binds in the first; clients look in all of them.
+pub fn socket_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd may pass several, separated by ':'; the first is ours.
+        dirs.extend(std::env::split_paths(&dir).next());
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        dirs.push(PathBuf::from(dir).join("reuseport-launch"));
+    }
+    dirs.push(PathBuf::from("/run/reuseport-launch"));
+    dirs
+}
+
+/// Instance names become file names: keep them to a safe alphabet.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("--name {name:?}: use 1-64 letters, digits, '.', '_', '@' or '-', not starting with '.'"))
+    }
+}
+
+/// Why the control socket could not be set up.
+#[derive(Debug)]
+pub enum BindError {
+    /// A launcher already answers on this socket.
+    AlreadyRunning(PathBuf),
+    /// Any other failure.
+    Io(PathBuf, io::Error),
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindError::AlreadyRunning(path) => write!(
+                f,
+                "a launcher with this name is already running (control socket {}); stop it first, or give this \
+                 one another --name",
+                path.display()
+            ),
+            BindError::Io(path, e) => write!(f, "unable to create the control socket {}: {e}", path.display()),
+        }
+    }
+}
+
+struct Pending {
+    stream: UnixStream,
+    buffer: Vec<u8>,
+    deadline: Instant,
+}
+
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    pending: Vec<Pending>,
+    /// Clients of `reload-wait`, with the sequence number of the reload they wait for.
+    reload_waiters: Vec<(UnixStream, u64)>,
+    /// Clients of `stop`: their connection closes when the launcher exits.
+    stop_waiters: Vec<UnixStream>,
+    name: String,
+}
+
+impl ControlServer {
+    pub fn bind(name: &str) -> Result<ControlServer, BindError> {
+        let dir = socket_dirs().remove(0);
+        let path = dir.join(format!("{name}.sock"));
+        let fail = |e: io::Error| BindError::Io(path.clone(), e);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(fail)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+        }
+        match UnixStream::connect(&path) {
+            Ok(_) => return Err(BindError::AlreadyRunning(path)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(_) => {
+                info!(
+                    "replacing the stale control socket {} of a launcher that is gone",
+                    path.display()
+                );
+                std::fs::remove_file(&path).map_err(fail)?;
+            }
+        }
+        let listener = UnixListener::bind(&path).map_err(fail)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+        listener.set_nonblocking(true).map_err(fail)?;
+        debug!("control socket {}", path.display());
+        Ok(ControlServer {
+            listener,
+            path,
+            pending: Vec::new(),
+            reload_waiters: Vec::new(),
+            stop_waiters: Vec::new(),
+            name: name.to_string(),
+        })
+    }
+
+    /// The descriptors the event loop should poll for this module.
+    pub fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
+        std::iter::once(self.listener.as_fd())
+            .chain(self.pending.iter().map(|p| p.stream.as_fd()))
+            .collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.deadline).min()
+    }
+
+    /// Accepts new clients, reads request lines, and carries out every complete request.
+    pub fn serve(&mut self, launcher: &mut Launcher, processes: &mut impl Processes, now: Instant) {
+        self.accept(now);
+        for (stream, request) in self.read_requests(now) {
+            debug!("control request: {request}");
+            self.carry_out(stream, request, launcher, processes, now);
+        }
+    }
+
+    /// Answers clients that wait for the end of a reload or for the stop.
+    pub fn on_announcement(&mut self, announcement: &Announcement) {
+        match announcement {
+            Announcement::ReloadEnded { seq, result } => {
+                let text = match result {
+                    ReloadResult::Succeeded { generation, took } => {
+                        format!(
+                            "ok generation {generation} serving; reload took {} ms\n",
+                            took.as_millis()
+                        )
+                    }
+                    ReloadResult::Failed { generation, reason } => {
+                        format!("error: reload to generation {generation} failed: {reason}\n")
+                    }
+                };
+                for (mut stream, _) in extract(&mut self.reload_waiters, |(_, s)| s == seq) {
+                    reply(&mut stream, &text);
+                }
+            }
+            Announcement::Stopping => {
+                for (mut stream, _) in std::mem::take(&mut self.reload_waiters) {
+                    reply(
+                        &mut stream,
+                        "error: the launcher is stopping; the reload did not happen\n",
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!("control socket accept failed: {e}");
+                    return;
+                }
+            };
+            if let Err(why) = check_peer(&stream) {
+                warn!("control client refused: {why}");
+                let mut stream = stream;
+                reply(&mut stream, &format!("error: {why}\n"));
+                continue;
+            }
+            if self.pending.len() >= MAX_PENDING_CLIENTS || stream.set_nonblocking(true).is_err() {
+                warn!("control client refused: {MAX_PENDING_CLIENTS} clients are already waiting to be read");
+                continue;
+            }
+            self.pending.push(Pending {
+                stream,
+                buffer: Vec::new(),
+                deadline: now + REQUEST_TIMEOUT,
+            });
+        }
+    }
+
+    fn read_requests(&mut self, now: Instant) -> Vec<(UnixStream, Request)> {
+        let mut complete = Vec::new();
+        let mut still_pending = Vec::new();
+        for mut client in std::mem::take(&mut self.pending) {
+            match read_line(&mut client) {
+                Ok(Some(line)) => match Request::parse(&line) {
+                    Ok(request) => complete.push((client.stream, request)),
+                    Err(why) => {
+                        warn!("control client dropped: {why}");
+                        reply(&mut client.stream, &format!("error: {why}\n"));
+                    }
+                },
+                Ok(None) if client.deadline > now => still_pending.push(client),
+                Ok(None) => warn!(
+                    "control client dropped: no request within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+                Err(why) => {
+                    warn!("control client dropped: {why}");
+                    reply(&mut client.stream, &format!("error: {why}\n"));
+                }
+            }
+        }
+        self.pending = still_pending;
+        complete
+    }
+
+    fn carry_out(
+        &mut self,
+        mut stream: UnixStream,
+        request: Request,
+        launcher: &mut Launcher,
+        processes: &mut impl Processes,
+        now: Instant,
+    ) {
+        match request {
+            Request::Status => {
+                let text = status::render_table(&self.name, &launcher.snapshot(now));
+                reply(&mut stream, &format!("ok\n{text}"));
+            }
+            Request::StatusJson => {
+                let text = status::render_json(&self.name, &launcher.snapshot(now));
+                reply(&mut stream, &format!("ok\n{text}\n"));
+            }
+            Request::Reload { wait } => {
+                info!("reload requested on the control socket");
+                match launcher.request_reload(processes, now) {
+                    None => reply(&mut stream, "error: the launcher is stopping\n"),
+                    Some(seq) if wait => self.reload_waiters.push((stream, seq)),
+                    Some(_) => reply(&mut stream, "ok reload requested\n"),
+                }
+            }
+            Request::Scale(workers) => match launcher.scale(processes, workers, now) {
+                Ok(()) => reply(&mut stream, &format!("ok scaling to {workers} workers\n")),
+                Err(why) => reply(&mut stream, &format!("error: {why}\n")),
+            },
+            Request::Stop => {
+                info!("stop requested on the control socket");
+                launcher.request_stop(processes, now);
+                let line = format!("ok stopping (pid {})\n", std::process::id());
+                if write_all(&mut stream, line.as_bytes()).is_ok() {
+                    self.stop_waiters.push(stream);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        for mut stream in self.stop_waiters.drain(..) {
+            reply(&mut stream, "ok stopped\n");
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Only root and the launcher's own user may control it.
+fn check_peer(stream: &UnixStream) -> Result<(), String> {
+    let creds = getsockopt(stream, PeerCredentials)
+        .map_err(|e| format!("unable to read peer credentials: {e}"))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if creds.uid() == 0 || creds.uid() == me {
+        Ok(())
+    } else {
+        Err(format!(
+            "uid {} (pid {}) may not control this launcher: only root and uid {me} may",
+            creds.uid(),
+            creds.pid()
+        ))
+    }
+}
+
+/// Reads what is available; Some(line) once a full line arrived.
+fn read_line(client: &mut Pending) -> Result<Option<String>, String> {
+    let mut chunk = [0u8; MAX_REQUEST_BYTES];
+    loop {
+        match client.stream.read(&mut chunk) {
+            Ok(0) => return Err("closed before sending a whole request line".into()),
+            Ok(n) => client.buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+        if client.buffer.len() > MAX_REQUEST_BYTES {
+            return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
+        }
+    }
+    let Some(end) = client.buffer.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    String::from_utf8(client.buffer[..end].to_vec())
+        .map(Some)
+        .map_err(|_| "request is not UTF-8".into())
+}
+
+/// Sends a reply without blocking the loop; a client that does not read it loses it.
+fn reply(stream: &mut UnixStream, text: &str) {
+    if let Err(e) = write_all(stream, text.as_bytes()) {
+        debug!("control reply lost: {e}");
+    }
+}
+
+fn write_all(stream: &mut UnixStream, bytes: &[u8]) -> io::Result<()> {
+    stream.set_nonblocking(true)?;
+    stream.write_all(bytes)
+}
+
+/// Removes and returns the elements matching `wanted`.
+fn extract<T>(items: &mut Vec<T>, wanted: impl Fn(&T) -> bool) -> Vec<T> {
+    let (matched, kept) = std::mem::take(items)
+        .into_iter()
+        .partition(|item| wanted(item));
+    *items = kept;
+    matched
+}
+
+/// The socket path of a running launcher, for clients: `--name`, or the only one there is.
+pub fn find_socket(name: Option<&str>) -> Result<PathBuf, String> {
+    let dirs = socket_dirs();
+    let shown = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(name) = name {
+        validate_name(name)?;
+        return dirs
+            .iter()
+            .map(|d| d.join(format!("{name}.sock")))
+            .find(|p| p.exists())
+            .ok_or_else(|| format!("no launcher named {name} is running (looked in {shown})"));
+    }
+    let mut found: Vec<PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+        .collect();
+    found.dedup();
+    match found.len() {
+        0 => Err(format!(
+            "no running launcher found (looked in {shown}); is it running, as this user?"
+        )),
+        1 => Ok(found.remove(0)),
+        _ => Err(format!(
+            "several launchers are running: {}; choose one with --name",
+            found
+                .iter()
+                .filter_map(|p| p.file_stem())
+                .map(|s| s.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// For messages: the instance name of a socket path.
+pub fn name_of(path: &Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_garbage_is_refused() {
+        for r in [
+            Request::Status,
+            Request::StatusJson,
+            Request::Reload { wait: true },
+            Request::Scale(3),
+            Request::Stop,
+        ] {
+            assert_eq!(Request::parse(&r.to_string()).unwrap(), r);
+        }
+        assert!(Request::parse("scale many").is_err());
+        assert!(Request::parse("status now please").is_err());
+        assert!(Request::parse("\u{0}\u{1}").is_err());
+    }
+
+    #[test]
+    fn names_are_file_name_safe() {
+        assert!(validate_name("web-app_2@eu").is_ok());
+        assert!(validate_name("../etc").is_err());
+        assert!(validate_name("").is_err());
+    }
+}

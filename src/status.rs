@@ -1,0 +1,143 @@
+//! Renders a launcher `Snapshot` for `reuseport-launch status`: a table for people (in the spirit of
+//! `pm2 ls`) and JSON for scripts. Pure formatting; the numbers come from state.rs.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::state::{ReloadResult, Snapshot};
+
+pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
+    let mut out = format!(
+        "{name} (launcher pid {}): {}\n",
+        std::process::id(),
+        snapshot.status_line
+    );
+    let _ = writeln!(
+        out,
+        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}",
+        "GEN", "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "READY IN"
+    );
+    for w in &snapshot.workers {
+        let ready = w
+            .ready_after
+            .map_or_else(|| "-".to_string(), |d| format!("{} ms", d.as_millis()));
+        let _ = writeln!(
+            out,
+            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}",
+            w.generation,
+            w.slot,
+            w.pid,
+            w.state,
+            human_duration(w.uptime),
+            w.restarts,
+            ready
+        );
+    }
+    match &snapshot.last_reload {
+        None => out.push_str("last reload: none yet\n"),
+        Some(ReloadResult::Succeeded { generation, took }) => {
+            let _ = writeln!(
+                out,
+                "last reload: ok, generation {generation} serving after {} ms",
+                took.as_millis()
+            );
+        }
+        Some(ReloadResult::Failed { generation, reason }) => {
+            let _ = writeln!(
+                out,
+                "last reload: to generation {generation} FAILED: {reason}"
+            );
+        }
+    }
+    out
+}
+
+pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
+    let workers: Vec<String> = snapshot
+        .workers
+        .iter()
+        .map(|w| {
+            format!(
+                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{}}}"#,
+                w.generation,
+                w.slot,
+                w.pid,
+                w.state,
+                w.uptime.as_millis(),
+                w.restarts,
+                w.ready_after.map_or_else(|| "null".to_string(), |d| d.as_millis().to_string())
+            )
+        })
+        .collect();
+    let last_reload = match &snapshot.last_reload {
+        None => "null".to_string(),
+        Some(ReloadResult::Succeeded { generation, took }) => {
+            format!(
+                r#"{{"result":"ok","generation":{generation},"duration_ms":{}}}"#,
+                took.as_millis()
+            )
+        }
+        Some(ReloadResult::Failed { generation, reason }) => {
+            format!(
+                r#"{{"result":"failed","generation":{generation},"reason":{}}}"#,
+                json_string(reason)
+            )
+        }
+    };
+    format!(
+        r#"{{"name":{},"launcher_pid":{},"phase":"{}","generation":{},"workers_wanted":{},"status":{},"last_reload":{},"workers":[{}]}}"#,
+        json_string(name),
+        std::process::id(),
+        snapshot.phase,
+        snapshot.active,
+        snapshot.wanted,
+        json_string(&snapshot.status_line),
+        last_reload,
+        workers.join(",")
+    )
+}
+
+/// "3s", "4m05s", "2h10m", "3d04h".
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_escape_quotes_and_controls() {
+        assert_eq!(json_string("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
+    }
+
+    #[test]
+    fn durations_read_like_pm2() {
+        assert_eq!(human_duration(Duration::from_secs(65)), "1m05s");
+        assert_eq!(human_duration(Duration::from_secs(7300)), "2h01m");
+    }
+}
