@@ -16,6 +16,12 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_WORKERS: usize = 4096;
 
 const EXAMPLES: &str = "\
+Talk to a running launcher (see each one's --help):
+  reuseport-launch status [--name NAME] [--json]
+  reuseport-launch reload [--name NAME] [--wait]
+  reuseport-launch scale [--name NAME] N
+  reuseport-launch stop [--name NAME]
+
 Examples:
   reuseport-launch --workers 4 -- ./server --port 8080
   kill -HUP <launcher pid>     start a new generation, then drain and stop the old one
@@ -128,6 +134,12 @@ impl Config {
         };
         let mut command = args.command.into_iter();
         let given = command.next().ok_or_else(|| bad("PROGRAM is missing"))?;
+        if given.to_string_lossy().starts_with('-') {
+            return Err(bad(&format!(
+                "unknown option {}; see reuseport-launch --help (for a PROGRAM whose name starts with '-', write ./-name)",
+                given.to_string_lossy()
+            )));
+        }
         let program = resolve_program(&given)?;
         let name = match args.name {
             Some(name) => name,
