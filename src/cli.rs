@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::state::ReadyMode;
+
 use nix::sys::signal::Signal;
 
 /// The longest timeout a flag accepts; anything longer is a typo, and it keeps `Instant` arithmetic safe.
@@ -53,6 +56,19 @@ pub struct Args {
     #[arg(long, value_name = "SIG", default_value = "TERM")]
     pub stop_signal: String,
 
+    /// What makes a worker ready: `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN
+    /// state, seen without connecting), `auto` (READY=1 when the server speaks sd_notify, else listen)
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub ready: ReadyArg,
+
+    /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself)
+    #[arg(long)]
+    pub no_inject: bool,
+
+    /// Inject SO_REUSEPORT only into binds of this port (and watch only it for `--ready listen`)
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+
     /// Instance name: names the control socket used by `reuseport-launch status|reload|scale|stop`
     /// [default: PROGRAM's file name]
     #[arg(long, value_name = "NAME")]
@@ -80,6 +96,14 @@ pub struct Args {
     pub command: Vec<OsString>,
 }
 
+/// `--ready` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadyArg {
+    Notify,
+    Listen,
+    Auto,
+}
+
 /// Everything the launcher needs to know, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -95,6 +119,12 @@ pub struct Config {
     pub program: PathBuf,
     /// Arguments passed to every worker.
     pub program_args: Vec<OsString>,
+    /// What makes a worker ready.
+    pub ready: ReadyMode,
+    /// Set SO_REUSEPORT on workers' binds (seccomp user notification).
+    pub inject: bool,
+    /// Limit injection (and listen readiness) to this port.
+    pub port: Option<u16>,
     /// Instance name, for the control socket.
     pub name: String,
     /// Per-worker watchdog timeout.
@@ -148,7 +178,18 @@ impl Config {
                 .map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned()),
         };
         crate::control::validate_name(&name).map_err(|e| bad(&e))?;
+        let ready = match (args.ready, args.no_inject) {
+            (ReadyArg::Listen, true) => return Err(bad(
+                "--ready listen needs injection (it watches the worker's binds); drop --no-inject",
+            )),
+            (ReadyArg::Auto, true) | (ReadyArg::Notify, _) => ReadyMode::Notify,
+            (ReadyArg::Listen, false) => ReadyMode::Listen,
+            (ReadyArg::Auto, false) => ReadyMode::Auto,
+        };
         Ok(Config {
+            ready,
+            inject: !args.no_inject,
+            port: args.port,
             name,
             watchdog: args
                 .watchdog

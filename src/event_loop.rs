@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::warn;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -14,11 +14,13 @@ use nix::unistd::Pid;
 
 use crate::cli::Config;
 use crate::control::ControlServer;
+use crate::inject;
+
 use crate::notify::{NotifySocket, Received};
 use crate::process_tree;
 use crate::signals::SignalPipe;
 use crate::state::{Launcher, Outcome, Phase, Policy};
-use crate::supervisor::{self, Supervisor};
+use crate::supervisor::Supervisor;
 use crate::sysctl;
 use crate::systemd::ServiceManager;
 
@@ -33,6 +35,10 @@ const HANDLED_SIGNALS: &[Signal] = &[
     Signal::SIGTTOU,
 ];
 
+/// How often a starting worker is checked for a listening socket (`--ready listen|auto`); only while
+/// some worker is starting, so an idle launcher still never wakes up.
+const LISTEN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Everything the loop owns besides the decisions.
 struct Io {
     signals: SignalPipe,
@@ -43,6 +49,11 @@ struct Io {
 }
 
 pub fn run(config: &Config) -> Result<Outcome, String> {
+    if config.inject {
+        inject::check_kernel_support().map_err(|e| {
+            format!("SO_REUSEPORT injection is unavailable: {e}. Run with --no-inject if the server sets SO_REUSEPORT itself")
+        })?;
+    }
     let now = Instant::now();
     let signals = SignalPipe::install(HANDLED_SIGNALS)
         .map_err(|e| format!("unable to install signal handlers: {e}"))?;
@@ -62,6 +73,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         stop_timeout: config.stop_timeout,
         stop_signal: config.stop_signal,
         watchdog: config.watchdog,
+        ready: config.ready,
     };
     let mut launcher = Launcher::new(policy, now);
     launcher.start(&mut io.supervisor, now);
@@ -74,10 +86,16 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         if let Phase::Finished(outcome) = launcher.phase() {
             return Ok(outcome.clone());
         }
+        let (listening, probe_again) = io.supervisor.probe_listening(&launcher.starting_workers());
+        for pid in listening {
+            launcher.on_listening(&mut io.supervisor, pid, Instant::now());
+        }
+        let probe = probe_again.then(|| Instant::now() + LISTEN_PROBE_INTERVAL);
         let deadline = [
             launcher.next_deadline(),
             io.control.next_deadline(),
             io.manager.next_deadline(),
+            probe,
         ]
         .into_iter()
         .flatten()
@@ -103,7 +121,8 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
                 _ => {}
             }
         }
-        for (pid, reason) in supervisor::reap() {
+        io.supervisor.handle_binds();
+        for (pid, reason) in io.supervisor.reap() {
             launcher.on_exit(&mut io.supervisor, pid, reason, now);
         }
         for received in io.notify.drain() {
@@ -154,6 +173,7 @@ fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<()> {
     let sources: Vec<BorrowedFd> = [io.signals.as_fd(), io.notify.as_fd()]
         .into_iter()
         .chain(io.control.poll_fds())
+        .chain(io.supervisor.watch_fds())
         .collect();
     let mut fds: Vec<PollFd> = sources
         .into_iter()

@@ -7,6 +7,8 @@ mod cli;
 mod control;
 mod control_client;
 mod event_loop;
+mod inject;
+
 mod logging;
 mod notify;
 mod process_tree;

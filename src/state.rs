@@ -38,6 +38,10 @@ pub struct Worker {
     pub status: Option<String>,
     /// Last WATCHDOG=1 the worker sent.
     pub last_watchdog: Option<Instant>,
+    /// The worker has sent at least one notify message.
+    pub spoke_notify: bool,
+    /// The worker was seen with a TCP socket in LISTEN state.
+    pub listening: bool,
 }
 
 /// The lifecycle of the launcher as a whole.
@@ -97,6 +101,20 @@ pub struct Policy {
     pub stop_signal: Signal,
     /// A worker that sent WATCHDOG=1 once and then stays silent this long is replaced.
     pub watchdog: Option<Duration>,
+    /// What counts as ready.
+    pub ready: ReadyMode,
+}
+
+/// What makes a worker ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// READY=1 on the notify socket, nothing else.
+    Notify,
+    /// A TCP socket of the worker in LISTEN state.
+    Listen,
+    /// READY=1 when the server speaks sd_notify (any worker ever sent READY=1, or this worker sent any
+    /// notify message); listening otherwise.
+    Auto,
 }
 
 /// An old generation that was told to stop because its successor is ready.
@@ -154,6 +172,8 @@ pub struct Launcher {
     slots: Vec<Slot>,
     retiring: Vec<Retiring>,
     reload_queued: bool,
+    /// Some worker has sent READY=1: the server speaks sd_notify (for ReadyMode::Auto).
+    server_speaks_notify: bool,
     /// Reloads started so far; a reload's sequence number lets a client wait for that very reload.
     reloads_started: u64,
     last_reload: Option<ReloadResult>,
@@ -172,6 +192,7 @@ impl Launcher {
             slots: vec![Slot::default(); policy.workers],
             retiring: Vec::new(),
             reload_queued: false,
+            server_speaks_notify: false,
             reloads_started: 0,
             last_reload: None,
             announcements: Vec::new(),
@@ -348,22 +369,72 @@ impl Launcher {
         if message.stopping {
             debug!("{} sent STOPPING=1", describe(worker));
         }
-        if message.ready && matches!(worker.phase, WorkerPhase::Starting { .. }) {
-            worker.phase = WorkerPhase::Ready;
-            let took = now.saturating_duration_since(worker.spawned_at);
-            worker.ready_after = Some(took);
-            debug!("{} ready after {} ms", describe(worker), took.as_millis());
-            let generation = worker.generation;
-            self.on_worker_ready(processes, generation, now);
+        worker.spoke_notify = true;
+        if message.ready {
+            self.server_speaks_notify = true;
+            if self.policy.ready != ReadyMode::Listen {
+                self.mark_ready(processes, pid, "READY=1", now);
+            }
         }
+    }
+
+    /// The worker `pid` was seen with a TCP socket in LISTEN state.
+    pub fn on_listening(&mut self, processes: &mut impl Processes, pid: Pid, now: Instant) {
+        let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        worker.listening = true;
+        let counts = match self.policy.ready {
+            ReadyMode::Notify => false,
+            ReadyMode::Listen => true,
+            ReadyMode::Auto => !self.server_speaks_notify && !worker.spoke_notify,
+        };
+        if counts {
+            self.mark_ready(processes, pid, "listening", now);
+        }
+    }
+
+    /// Workers that have not become ready yet.
+    pub fn starting_workers(&self) -> Vec<Pid> {
+        self.workers
+            .iter()
+            .filter(|w| matches!(w.phase, WorkerPhase::Starting { .. }))
+            .map(|w| w.pid)
+            .collect()
+    }
+
+    fn mark_ready(&mut self, processes: &mut impl Processes, pid: Pid, signal: &str, now: Instant) {
+        let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        if !matches!(worker.phase, WorkerPhase::Starting { .. }) {
+            return;
+        }
+        worker.phase = WorkerPhase::Ready;
+        let took = now.saturating_duration_since(worker.spawned_at);
+        worker.ready_after = Some(took);
+        debug!(
+            "{} ready ({signal}) after {} ms",
+            describe(worker),
+            took.as_millis()
+        );
+        let generation = worker.generation;
+        self.on_worker_ready(processes, generation, now);
     }
 
     /// Acts on every deadline that has passed: ready timeouts, kill timeouts, due restarts.
     pub fn on_timers(&mut self, processes: &mut impl Processes, now: Instant) {
         self.kill_overdue(processes, now);
         if let Some(late) = self.workers.iter().find(|w| matches!(w.phase, WorkerPhase::Starting { ready_deadline } if ready_deadline <= now)).cloned() {
+            let hint = match (self.policy.ready, late.listening) {
+                (ReadyMode::Listen, _) => "check that it listens on a TCP port",
+                (_, true) => {
+                    "it listens but never sent READY=1; if the server does not speak sd_notify, use --ready listen"
+                }
+                _ => "check that it listens, or sends READY=1 to $NOTIFY_SOCKET",
+            };
             let reason = format!(
-                "{} not ready after {:.1}s (--ready-timeout); check that it sends READY=1 to $NOTIFY_SOCKET",
+                "{} not ready after {:.1}s (--ready-timeout); {hint}",
                 describe(&late),
                 self.policy.ready_timeout.as_secs_f64()
             );
@@ -509,6 +580,8 @@ impl Launcher {
             ready_after: None,
             status: None,
             last_watchdog: None,
+            spoke_notify: false,
+            listening: false,
         });
         Ok(())
     }

@@ -4,17 +4,20 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
-use log::debug;
+use log::{debug, warn};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::cli::Config;
+use crate::inject::{self, BindWatch};
 
 pub const ENV_WORKER: &str = "REUSEPORT_LAUNCH_WORKER";
 pub const ENV_GENERATION: &str = "REUSEPORT_LAUNCH_GENERATION";
@@ -64,6 +67,11 @@ pub struct Supervisor {
     program: PathBuf,
     args: Vec<std::ffi::OsString>,
     notify_socket: PathBuf,
+    /// Inject SO_REUSEPORT into workers' binds (see inject.rs), optionally only for this port.
+    inject: bool,
+    inject_port: Option<u16>,
+    /// The bind notifications of every live worker that has injection.
+    watches: Vec<BindWatch>,
 }
 
 impl Supervisor {
@@ -72,7 +80,47 @@ impl Supervisor {
             program: config.program.clone(),
             args: config.program_args.clone(),
             notify_socket,
+            inject: config.inject,
+            inject_port: config.port,
+            watches: Vec::new(),
         }
+    }
+
+    /// The descriptors to poll for workers' bind notifications.
+    pub fn watch_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.watches.iter().map(|w| w.as_fd()).collect()
+    }
+
+    /// Answers the workers' pending bind notifications.
+    pub fn handle_binds(&mut self) {
+        for watch in &mut self.watches {
+            watch.handle_binds();
+        }
+    }
+
+    /// Which of the `starting` workers now listen; the others' socket copies are released. The flag
+    /// says whether some starting worker still has to be looked at again.
+    pub fn probe_listening(&mut self, starting: &[Pid]) -> (Vec<Pid>, bool) {
+        let mut listening = Vec::new();
+        let mut again = false;
+        for watch in &mut self.watches {
+            if !starting.contains(&watch.worker()) {
+                watch.release_sockets();
+            } else if watch.is_listening() {
+                listening.push(watch.worker());
+            } else {
+                again = true;
+            }
+        }
+        (listening, again)
+    }
+
+    /// Every child that has exited since the last call, without blocking; their watches are closed.
+    pub fn reap(&mut self) -> Vec<(Pid, ExitReason)> {
+        let exited = reap_children();
+        self.watches
+            .retain(|w| !exited.iter().any(|(pid, _)| *pid == w.worker()));
+        exited
     }
 }
 
@@ -88,8 +136,15 @@ impl Processes for Supervisor {
             .env(ENV_GENERATION, generation.to_string())
             .env(ENV_NOTIFY_SOCKET, &self.notify_socket);
         let launcher = Pid::this();
+        let channel = if self.inject {
+            Some(inject::Channel::new()?)
+        } else {
+            None
+        };
+        let channel_fd = channel.as_ref().map(|c| c.worker_fd());
+        let no_new_privs = !nix::unistd::geteuid().is_root();
         // SAFETY: runs between fork and exec in a single-threaded launcher; it only makes raw syscalls
-        // (setpgid, prctl, getppid) and allocates nothing.
+        // (setpgid, prctl, getppid, and inject::install_in_child's) and allocates nothing.
         unsafe {
             command.pre_exec(move || {
                 // Own process group: a terminal's Ctrl-C reaches the launcher only, which drains workers in
@@ -100,13 +155,25 @@ impl Processes for Supervisor {
                 if nix::unistd::getppid() != launcher {
                     return Err(io::Error::other("launcher exited"));
                 }
+                if let Some(fd) = channel_fd {
+                    inject::install_in_child(fd, no_new_privs);
+                }
                 Ok(())
             });
         }
         let child = command
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.program.display())))?;
-        Ok(Pid::from_raw(child.id() as i32))
+        let pid = Pid::from_raw(child.id() as i32);
+        if let Some(channel) = channel {
+            match channel.receive() {
+                Ok(listener) => self
+                    .watches
+                    .push(BindWatch::new(listener, pid, self.inject_port)),
+                Err(why) => warn!("worker pid {pid}: SO_REUSEPORT injection unavailable: {why}"),
+            }
+        }
+        Ok(pid)
     }
 
     fn signal(&mut self, worker: Pid, signal: Signal) {
@@ -124,8 +191,7 @@ impl Processes for Supervisor {
     }
 }
 
-/// Every child that has exited since the last call, without blocking.
-pub fn reap() -> Vec<(Pid, ExitReason)> {
+fn reap_children() -> Vec<(Pid, ExitReason)> {
     let mut exited = Vec::new();
     loop {
         match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {

@@ -35,6 +35,7 @@ fn policy() -> Policy {
         stop_timeout: 3 * SEC,
         stop_signal: Signal::SIGTERM,
         watchdog: None,
+        ready: ReadyMode::Auto,
     }
 }
 

@@ -1,0 +1,425 @@
+//! SO_REUSEPORT injection for servers that never set it, static binaries included. Before exec, a
+//! worker installs a seccomp filter that turns its bind(2) calls into user notifications and hands the
+//! notification fd to the launcher over a socketpair. For each bind of a TCP/UDP socket the launcher
+//! reads the address (process_vm_readv), takes a copy of the socket (pidfd_getfd), sets SO_REUSEPORT on
+//! it and lets the real bind run (SECCOMP_USER_NOTIF_FLAG_CONTINUE). Every error fails open: the bind
+//! runs unchanged and the reason is logged. A copy of a stream socket is kept only until the worker
+//! listens on it (that is the `listen` readiness signal) and never after the worker is gone.
+
+use std::io::{self, IoSliceMut};
+use std::mem::{size_of, zeroed};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use log::{debug, warn};
+use nix::libc;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
+use nix::unistd::Pid;
+
+/// The architecture whose syscall numbers the filter checks; other ABIs (i386, x32) bind unchanged.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+/// Most bytes of a sockaddr read from a worker: sockaddr_in6 is 28; anything longer is not inet.
+const MAX_SOCKADDR: usize = 128;
+/// Notifications handled per wake-up and worker, so one busy worker cannot starve the loop.
+const MAX_BINDS_PER_DRAIN: usize = 64;
+
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_RET_K: u16 = 0x06;
+const SECCOMP_DATA_NR: u32 = 0;
+const SECCOMP_DATA_ARCH: u32 = 4;
+
+/// bind(2) -> user notification; everything else, and other architectures, -> allow.
+const FILTER: [libc::sock_filter; 6] = [
+    libc::sock_filter {
+        code: BPF_LD_W_ABS,
+        jt: 0,
+        jf: 0,
+        k: SECCOMP_DATA_ARCH,
+    },
+    libc::sock_filter {
+        code: BPF_JEQ_K,
+        jt: 0,
+        jf: 3,
+        k: AUDIT_ARCH,
+    },
+    libc::sock_filter {
+        code: BPF_LD_W_ABS,
+        jt: 0,
+        jf: 0,
+        k: SECCOMP_DATA_NR,
+    },
+    libc::sock_filter {
+        code: BPF_JEQ_K,
+        jt: 0,
+        jf: 1,
+        k: libc::SYS_bind as u32,
+    },
+    libc::sock_filter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_USER_NOTIF,
+    },
+    libc::sock_filter {
+        code: BPF_RET_K,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    },
+];
+
+/// Checks, once at start, that this kernel can do injection; the error names what is missing.
+pub fn check_kernel_support() -> Result<(), String> {
+    let actions =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    if !actions.split_whitespace().any(|a| a == "user_notif") {
+        return Err("this kernel has no seccomp user notification (Linux 5.0+ with CONFIG_SECCOMP_FILTER), \
+                    which SO_REUSEPORT injection needs (minimum kernel 5.6)"
+            .into());
+    }
+    // SAFETY: pidfd_getfd with an invalid pidfd only returns an error: EBADF where it exists, ENOSYS where not.
+    let probe = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, 0, 0) };
+    if probe == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+        return Err("this kernel has no pidfd_getfd(2), which SO_REUSEPORT injection needs (minimum kernel 5.6)".into());
+    }
+    Ok(())
+}
+
+/// The two ends of the socketpair that carries the notification fd from a new worker to the launcher.
+pub struct Channel {
+    launcher_end: OwnedFd,
+    worker_end: OwnedFd,
+}
+
+impl Channel {
+    pub fn new() -> io::Result<Channel> {
+        let (launcher_end, worker_end) = socket::socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        Ok(Channel {
+            launcher_end,
+            worker_end,
+        })
+    }
+
+    /// The raw fd the worker uses between fork and exec.
+    pub fn worker_fd(&self) -> RawFd {
+        self.worker_end.as_raw_fd()
+    }
+
+    /// After the worker has exec'd: the notification fd it sent, or why there is none.
+    pub fn receive(self) -> Result<OwnedFd, String> {
+        drop(self.worker_end);
+        let mut status = [0u8; 4];
+        let mut iov = [IoSliceMut::new(&mut status)];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let msg = socket::recvmsg::<()>(
+            self.launcher_end.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("no answer from the worker's seccomp set-up: {e}"))?;
+        let fd = msg
+            .cmsgs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            });
+        let errno = i32::from_ne_bytes(status);
+        match fd {
+            // SAFETY: the kernel just installed this fd in our table for us; nothing else owns it.
+            Some(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            None if errno == libc::EBUSY => Err(
+                "the server installs a seccomp notify filter of its own (EBUSY); \
+                                                 use --no-inject"
+                    .into(),
+            ),
+            None => Err(format!(
+                "seccomp filter not installed: {}",
+                nix::errno::Errno::from_raw(errno).desc()
+            )),
+        }
+    }
+}
+
+/// Between fork and exec: installs the bind filter and sends its notification fd to the launcher.
+/// Never fails the exec: when the filter cannot be installed, the errno is sent instead and the worker
+/// runs without injection.
+///
+/// # Safety
+/// Call only in a `pre_exec` closure. It makes raw syscalls (prctl, seccomp, sendmsg, close) on
+/// stack memory and allocates nothing, as required between fork and exec.
+pub unsafe fn install_in_child(channel_fd: RawFd, no_new_privs: bool) {
+    if no_new_privs {
+        // Without CAP_SYS_ADMIN a seccomp filter needs no_new_privs (which disables file capabilities).
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    let program = libc::sock_fprog {
+        len: FILTER.len() as u16,
+        filter: FILTER.as_ptr() as *mut libc::sock_filter,
+    };
+    let listener = libc::syscall(
+        libc::SYS_seccomp,
+        libc::SECCOMP_SET_MODE_FILTER,
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+        &program as *const libc::sock_fprog,
+    ) as RawFd;
+    let errno = if listener < 0 {
+        *libc::__errno_location()
+    } else {
+        0
+    };
+    send_fd(
+        channel_fd,
+        if listener < 0 { None } else { Some(listener) },
+        errno,
+    );
+    if listener >= 0 {
+        libc::close(listener);
+    }
+    libc::close(channel_fd);
+}
+
+/// sendmsg with an optional SCM_RIGHTS fd, on stack buffers only.
+unsafe fn send_fd(channel_fd: RawFd, fd: Option<RawFd>, errno: i32) {
+    #[repr(C, align(8))]
+    struct ControlBuffer([u8; 64]);
+    let mut control = ControlBuffer([0; 64]);
+    let mut status = errno.to_ne_bytes();
+    let mut iov = libc::iovec {
+        iov_base: status.as_mut_ptr().cast(),
+        iov_len: status.len(),
+    };
+    let mut msg: libc::msghdr = zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        let space = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header).cast::<RawFd>(), fd);
+    }
+    libc::sendmsg(channel_fd, &msg, 0);
+}
+
+/// One worker's bind notifications, and the stream sockets it bound that are not listening yet.
+pub struct BindWatch {
+    listener: OwnedFd,
+    worker: Pid,
+    port: Option<u16>,
+    /// Copies of bound stream sockets, kept until the worker listens on one of them.
+    unlistened: Vec<OwnedFd>,
+    listening: bool,
+}
+
+impl BindWatch {
+    pub fn new(listener: OwnedFd, worker: Pid, port: Option<u16>) -> BindWatch {
+        BindWatch {
+            listener,
+            worker,
+            port,
+            unlistened: Vec::new(),
+            listening: false,
+        }
+    }
+
+    pub fn worker(&self) -> Pid {
+        self.worker
+    }
+
+    /// Answers every pending bind notification (NOTIF_RECV blocks, so it is called only while poll
+    /// says one is waiting).
+    pub fn handle_binds(&mut self) {
+        for _ in 0..MAX_BINDS_PER_DRAIN {
+            let mut pending = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut pending, PollTimeout::ZERO) {
+                Ok(1..)
+                    if pending[0]
+                        .revents()
+                        .is_some_and(|r| r.contains(PollFlags::POLLIN)) => {}
+                _ => return,
+            }
+            // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed before NOTIF_RECV.
+            let mut request: libc::seccomp_notif = unsafe { zeroed() };
+            // SAFETY: NOTIF_RECV writes one seccomp_notif into the valid buffer we pass.
+            let rc = unsafe {
+                libc::ioctl(
+                    self.listener.as_raw_fd(),
+                    libc::SECCOMP_IOCTL_NOTIF_RECV,
+                    &mut request,
+                )
+            };
+            if rc < 0 {
+                match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // ENOENT: the binding thread died before we read it; EAGAIN-like: nothing pending.
+                    _ => return,
+                }
+            }
+            match self.inject(&request) {
+                Ok(Some(port)) => debug!(
+                    "worker pid {}: SO_REUSEPORT set before bind to port {port}",
+                    self.worker
+                ),
+                Ok(None) => {}
+                Err(why) => warn!("worker pid {}: bind left unchanged: {why}", self.worker),
+            }
+            self.let_bind_run(request.id);
+        }
+    }
+
+    /// Closes the copies of the worker's sockets: once it is ready the launcher has no use for them,
+    /// and must not keep a listener alive that the worker closes when it drains.
+    pub fn release_sockets(&mut self) {
+        self.unlistened.clear();
+    }
+
+    /// True once the worker has a TCP socket in LISTEN state (among those it bound). From then on no copy
+    /// of its sockets is kept.
+    pub fn is_listening(&mut self) -> bool {
+        if !self.listening
+            && self
+                .unlistened
+                .iter()
+                .any(|s| socket::getsockopt(s, sockopt::AcceptConn).unwrap_or(false))
+        {
+            self.listening = true;
+            self.unlistened.clear();
+        }
+        self.listening
+    }
+
+    /// Sets SO_REUSEPORT on the socket of one bind notification; returns the port when it did.
+    fn inject(&mut self, request: &libc::seccomp_notif) -> Result<Option<u16>, String> {
+        let [socket_fd, address, length, ..] = request.data.args;
+        let mut sockaddr = [0u8; MAX_SOCKADDR];
+        let wanted = (length as usize).min(MAX_SOCKADDR);
+        if wanted < 4 {
+            return Ok(None);
+        }
+        read_memory(request.pid as i32, address, &mut sockaddr[..wanted])?;
+        let family = u16::from_ne_bytes([sockaddr[0], sockaddr[1]]) as i32;
+        if family != libc::AF_INET && family != libc::AF_INET6 {
+            return Ok(None);
+        }
+        let port = u16::from_be_bytes([sockaddr[2], sockaddr[3]]);
+        if port == 0 || self.port.is_some_and(|p| p != port) {
+            return Ok(None);
+        }
+        // The worker's memory may have changed under us if the thread died and its id was reused.
+        // SAFETY: NOTIF_ID_VALID only reads the u64 id we pass.
+        if unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+                &request.id,
+            )
+        } < 0
+        {
+            return Err("the binding thread is gone".into());
+        }
+        let copy = take_socket(request.pid as i32, socket_fd as RawFd)?;
+        socket::setsockopt(&copy, sockopt::ReusePort, &true)
+            .map_err(|e| format!("setsockopt SO_REUSEPORT: {e}"))?;
+        if socket::getsockopt(&copy, sockopt::SockType).is_ok_and(|t| t == SockType::Stream)
+            && !self.listening
+        {
+            self.unlistened.push(copy);
+        }
+        Ok(Some(port))
+    }
+
+    fn let_bind_run(&self, id: u64) {
+        let response = libc::seccomp_notif_resp {
+            id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        // SAFETY: NOTIF_SEND reads one seccomp_notif_resp from the valid struct we pass. ENOENT (the
+        // thread died meanwhile) needs no handling.
+        unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &response,
+            )
+        };
+    }
+}
+
+impl AsFd for BindWatch {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+}
+
+/// Reads `buffer.len()` bytes at `address` in thread `tid`'s memory.
+fn read_memory(tid: i32, address: u64, buffer: &mut [u8]) -> Result<(), String> {
+    let local = libc::iovec {
+        iov_base: buffer.as_mut_ptr().cast(),
+        iov_len: buffer.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: address as *mut libc::c_void,
+        iov_len: buffer.len(),
+    };
+    // SAFETY: both iovecs describe valid ranges: ours is `buffer`; the remote one is checked by the kernel.
+    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
+    if n as usize == buffer.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "unable to read the bind address: {}",
+            io::Error::last_os_error()
+        ))
+    }
+}
+
+/// A copy of the worker's socket `fd`, via pidfd_open + pidfd_getfd on the thread's process.
+fn take_socket(tid: i32, fd: RawFd) -> Result<OwnedFd, String> {
+    let tgid = thread_group_of(tid).ok_or("the binding process is gone")?;
+    // SAFETY: pidfd_open returns a new fd or -1; we own what it returns.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) } as RawFd;
+    if pidfd < 0 {
+        return Err(format!(
+            "pidfd_open({tgid}): {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: pidfd is a fresh fd owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    // SAFETY: pidfd_getfd returns a new fd (close-on-exec) or -1.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) } as RawFd;
+    if copy < 0 {
+        return Err(format!("pidfd_getfd: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// The process (thread group) a thread belongs to: seccomp notifications carry thread ids.
+fn thread_group_of(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
