@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::state::ReadyMode;
+use crate::state::{DrainMode, ReadyMode};
 
 use nix::sys::signal::Signal;
 
@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub ready: ReadyArg,
 
+    /// How a worker is drained: `signal` (the stop signal; the server drains itself), `listener` (take its
+    /// listener out of the port's group, wait until its connections end, then the stop signal), `auto`
+    /// (listener for servers that do not speak sd_notify, signal for those that do)
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub drain: DrainArg,
+
     /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself)
     #[arg(long)]
     pub no_inject: bool,
@@ -104,6 +110,14 @@ pub enum ReadyArg {
     Auto,
 }
 
+/// `--drain` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DrainArg {
+    Signal,
+    Listener,
+    Auto,
+}
+
 /// Everything the launcher needs to know, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -121,6 +135,8 @@ pub struct Config {
     pub program_args: Vec<OsString>,
     /// What makes a worker ready.
     pub ready: ReadyMode,
+    /// How workers are drained.
+    pub drain: DrainMode,
     /// Set SO_REUSEPORT on workers' binds (seccomp user notification).
     pub inject: bool,
     /// Limit injection (and listen readiness) to this port.
@@ -186,8 +202,17 @@ impl Config {
             (ReadyArg::Listen, false) => ReadyMode::Listen,
             (ReadyArg::Auto, false) => ReadyMode::Auto,
         };
+        let drain = match (args.drain, args.no_inject) {
+            (DrainArg::Listener, true) => {
+                return Err(bad("--drain listener needs injection (it holds the worker's listener); drop --no-inject"))
+            }
+            (DrainArg::Signal, _) | (DrainArg::Auto, true) => DrainMode::Signal,
+            (DrainArg::Listener, false) => DrainMode::Listener,
+            (DrainArg::Auto, false) => DrainMode::Auto,
+        };
         Ok(Config {
             ready,
+            drain,
             inject: !args.no_inject,
             port: args.port,
             name,

@@ -74,6 +74,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         stop_signal: config.stop_signal,
         watchdog: config.watchdog,
         ready: config.ready,
+        drain: config.drain,
     };
     let mut launcher = Launcher::new(policy, now);
     launcher.start(&mut io.supervisor, now);

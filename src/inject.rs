@@ -219,14 +219,17 @@ unsafe fn send_fd(channel_fd: RawFd, fd: Option<RawFd>, errno: i32) {
     libc::sendmsg(channel_fd, &msg, 0);
 }
 
-/// One worker's bind notifications, and the stream sockets it bound that are not listening yet.
+/// One worker's bind notifications, and copies of the stream sockets it bound: kept until the worker
+/// listens (readiness), and then only when the launcher drains it by its listener.
 pub struct BindWatch {
     listener: OwnedFd,
     worker: Pid,
     port: Option<u16>,
-    /// Copies of bound stream sockets, kept until the worker listens on one of them.
-    unlistened: Vec<OwnedFd>,
+    /// Copies of the worker's bound stream sockets; once it listens, only the listening ones.
+    sockets: Vec<OwnedFd>,
     listening: bool,
+    /// Ports whose listeners were closed by `close_listeners`.
+    drained_ports: Vec<u16>,
 }
 
 impl BindWatch {
@@ -235,8 +238,9 @@ impl BindWatch {
             listener,
             worker,
             port,
-            unlistened: Vec::new(),
+            sockets: Vec::new(),
             listening: false,
+            drained_ports: Vec::new(),
         }
     }
 
@@ -269,7 +273,7 @@ impl BindWatch {
             if rc < 0 {
                 match io::Error::last_os_error().raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    // ENOENT: the binding thread died before we read it; EAGAIN-like: nothing pending.
+                    // ENOENT: the binding thread died before we read it.
                     _ => return,
                 }
             }
@@ -285,25 +289,46 @@ impl BindWatch {
         }
     }
 
-    /// Closes the copies of the worker's sockets: once it is ready the launcher has no use for them,
-    /// and must not keep a listener alive that the worker closes when it drains.
+    /// Closes the copies of the worker's sockets: the worker drains itself, and the launcher must not
+    /// keep a listener alive that the worker closes.
     pub fn release_sockets(&mut self) {
-        self.unlistened.clear();
+        self.sockets.clear();
     }
 
-    /// True once the worker has a TCP socket in LISTEN state (among those it bound). From then on no copy
-    /// of its sockets is kept.
+    /// True once the worker has a TCP socket in LISTEN state (among those it bound); from then on only
+    /// the listening copies are kept.
     pub fn is_listening(&mut self) -> bool {
-        if !self.listening
-            && self
-                .unlistened
-                .iter()
-                .any(|s| socket::getsockopt(s, sockopt::AcceptConn).unwrap_or(false))
-        {
+        if !self.listening && self.sockets.iter().any(is_listening) {
             self.listening = true;
-            self.unlistened.clear();
+            self.sockets.retain(is_listening);
         }
         self.listening
+    }
+
+    /// Takes the worker's listeners out of the port's group (shutdown on a listener: with
+    /// net.ipv4.tcp_migrate_req=1 its queued connections move to the other listeners). False when the
+    /// launcher holds none.
+    pub fn close_listeners(&mut self) -> bool {
+        if !self.is_listening() || self.sockets.is_empty() {
+            return false;
+        }
+        for copy in self.sockets.drain(..) {
+            let address = socket2::SockRef::from(&copy).local_addr();
+            self.drained_ports
+                .extend(address.ok().and_then(|a| a.as_socket()).map(|a| a.port()));
+            if let Err(e) = socket::shutdown(copy.as_raw_fd(), socket::Shutdown::Both) {
+                warn!(
+                    "worker pid {}: unable to close its listener: {e}",
+                    self.worker
+                );
+            }
+        }
+        true
+    }
+
+    /// Ports whose listeners `close_listeners` closed.
+    pub fn drained_ports(&self) -> &[u16] {
+        &self.drained_ports
     }
 
     /// Sets SO_REUSEPORT on the socket of one bind notification; returns the port when it did.
@@ -341,7 +366,7 @@ impl BindWatch {
         if socket::getsockopt(&copy, sockopt::SockType).is_ok_and(|t| t == SockType::Stream)
             && !self.listening
         {
-            self.unlistened.push(copy);
+            self.sockets.push(copy);
         }
         Ok(Some(port))
     }
@@ -363,6 +388,10 @@ impl BindWatch {
             )
         };
     }
+}
+
+fn is_listening(socket: &OwnedFd) -> bool {
+    socket::getsockopt(socket, sockopt::AcceptConn).unwrap_or(false)
 }
 
 impl AsFd for BindWatch {

@@ -4,6 +4,7 @@
 
 mod backoff;
 mod cli;
+mod connections;
 mod control;
 mod control_client;
 mod event_loop;

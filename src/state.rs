@@ -21,6 +21,12 @@ pub enum WorkerPhase {
     Starting { ready_deadline: Instant },
     /// Sent READY=1.
     Ready,
+    /// Its listening sockets were taken out of the port's group (`--drain listener`); it gets the stop
+    /// signal once its connections are gone, checked at `next_check`, or at `signal_at` at the latest.
+    Draining {
+        signal_at: Instant,
+        next_check: Instant,
+    },
     /// Sent the stop signal; gets SIGKILL at `kill_at` (None once SIGKILL was sent).
     Stopping { kill_at: Option<Instant> },
 }
@@ -42,6 +48,16 @@ pub struct Worker {
     pub spoke_notify: bool,
     /// The worker was seen with a TCP socket in LISTEN state.
     pub listening: bool,
+}
+
+impl Worker {
+    /// Told to stop already (draining or signalled).
+    pub fn is_stopping(&self) -> bool {
+        matches!(
+            self.phase,
+            WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. }
+        )
+    }
 }
 
 /// The lifecycle of the launcher as a whole.
@@ -103,7 +119,25 @@ pub struct Policy {
     pub watchdog: Option<Duration>,
     /// What counts as ready.
     pub ready: ReadyMode,
+    /// How workers are drained.
+    pub drain: DrainMode,
 }
+
+/// How a worker is drained before it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainMode {
+    /// Send the stop signal; the server drains itself.
+    Signal,
+    /// First take its listening sockets out of the port's group, wait until its connections are gone
+    /// (at most --stop-timeout), then send the stop signal.
+    Listener,
+    /// `Listener` for servers that do not speak sd_notify (the same test as ReadyMode::Auto), `Signal`
+    /// for those that do.
+    Auto,
+}
+
+/// How often a draining worker's open connections are counted.
+const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What makes a worker ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,11 +310,7 @@ impl Launcher {
         let surplus: Vec<Pid> = self
             .workers
             .iter()
-            .filter(|w| {
-                w.generation == self.active
-                    && w.slot >= workers
-                    && !matches!(w.phase, WorkerPhase::Stopping { .. })
-            })
+            .filter(|w| w.generation == self.active && w.slot >= workers && !w.is_stopping())
             .map(|w| w.pid)
             .collect();
         for pid in surplus {
@@ -323,7 +353,7 @@ impl Launcher {
         let worker = self.workers.remove(index);
         let name = describe(&worker);
         match (&self.phase, worker.phase) {
-            (_, WorkerPhase::Stopping { .. }) => {
+            (_, WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. }) => {
                 debug!("{name} exited with {reason} after the stop signal");
                 self.retire_if_gone(worker.generation, now);
             }
@@ -404,12 +434,16 @@ impl Launcher {
     }
 
     fn mark_ready(&mut self, processes: &mut impl Processes, pid: Pid, signal: &str, now: Instant) {
-        let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+        let Some(index) = self.workers.iter().position(|w| w.pid == pid) else {
             return;
         };
-        if !matches!(worker.phase, WorkerPhase::Starting { .. }) {
+        if !matches!(self.workers[index].phase, WorkerPhase::Starting { .. }) {
             return;
         }
+        if !self.keeps_listeners(&self.workers[index]) {
+            processes.release_listeners(pid);
+        }
+        let worker = &mut self.workers[index];
         worker.phase = WorkerPhase::Ready;
         let took = now.saturating_duration_since(worker.spawned_at);
         worker.ready_after = Some(took);
@@ -424,6 +458,7 @@ impl Launcher {
 
     /// Acts on every deadline that has passed: ready timeouts, kill timeouts, due restarts.
     pub fn on_timers(&mut self, processes: &mut impl Processes, now: Instant) {
+        self.signal_drained(processes, now);
         self.kill_overdue(processes, now);
         if let Some(late) = self.workers.iter().find(|w| matches!(w.phase, WorkerPhase::Starting { ready_deadline } if ready_deadline <= now)).cloned() {
             let hint = match (self.policy.ready, late.listening) {
@@ -463,6 +498,7 @@ impl Launcher {
         let workers = self.workers.iter().filter_map(move |w| match w.phase {
             WorkerPhase::Starting { ready_deadline } => Some(ready_deadline),
             WorkerPhase::Stopping { kill_at } => kill_at,
+            WorkerPhase::Draining { next_check, .. } => Some(next_check),
             WorkerPhase::Ready => w.last_watchdog.zip(watchdog).map(|(at, limit)| at + limit),
         });
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);
@@ -481,7 +517,7 @@ impl Launcher {
                 state: match w.phase {
                     WorkerPhase::Starting { .. } => "starting",
                     WorkerPhase::Ready => "ready",
-                    WorkerPhase::Stopping { .. } => "draining",
+                    WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. } => "draining",
                 },
                 uptime: now.saturating_duration_since(w.spawned_at),
                 restarts: if w.generation == self.active {
@@ -716,7 +752,7 @@ impl Launcher {
         let live: Vec<Pid> = self
             .workers
             .iter()
-            .filter(|w| !matches!(w.phase, WorkerPhase::Stopping { .. }))
+            .filter(|w| !w.is_stopping())
             .map(|w| w.pid)
             .collect();
         if outcome == Outcome::Stopped {
@@ -739,12 +775,78 @@ impl Launcher {
         self.finish_if_stopped();
     }
 
+    /// Starts stopping a worker: listener drain first where it applies, else the stop signal.
     fn stop_worker(&mut self, processes: &mut impl Processes, pid: Pid, now: Instant) {
-        if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {
+        let Some(worker) = self.workers.iter().find(|w| w.pid == pid) else {
+            return;
+        };
+        let drain_listener = worker.phase == WorkerPhase::Ready
+            && self.keeps_listeners(worker)
+            && processes.close_listeners(pid);
+        let phase = if drain_listener {
+            debug!(
+                "{}: listener closed; draining its connections",
+                describe(worker)
+            );
+            WorkerPhase::Draining {
+                signal_at: now + self.policy.stop_timeout,
+                next_check: now + DRAIN_CHECK_INTERVAL,
+            }
+        } else {
             processes.signal(pid, self.policy.stop_signal);
-            worker.phase = WorkerPhase::Stopping {
+            WorkerPhase::Stopping {
                 kill_at: Some(now + self.policy.stop_timeout),
+            }
+        };
+        if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            worker.phase = phase;
+        }
+    }
+
+    /// Whether the launcher drains this worker by its listener (and so keeps copies of its listeners).
+    fn keeps_listeners(&self, worker: &Worker) -> bool {
+        match self.policy.drain {
+            DrainMode::Signal => false,
+            DrainMode::Listener => true,
+            DrainMode::Auto => !self.server_speaks_notify && !worker.spoke_notify,
+        }
+    }
+
+    /// Draining workers whose connections are gone, or whose time is up, get the stop signal.
+    fn signal_drained(&mut self, processes: &mut impl Processes, now: Instant) {
+        for worker in &mut self.workers {
+            let WorkerPhase::Draining {
+                signal_at,
+                next_check,
+            } = worker.phase
+            else {
+                continue;
             };
+            if next_check > now {
+                continue;
+            }
+            let idle = !processes.has_connections(worker.pid);
+            if idle || signal_at <= now {
+                let why = if idle {
+                    "no connections left"
+                } else {
+                    "--stop-timeout passed"
+                };
+                debug!(
+                    "{}: {why}; sending {}",
+                    describe(worker),
+                    self.policy.stop_signal.as_str()
+                );
+                processes.signal(worker.pid, self.policy.stop_signal);
+                worker.phase = WorkerPhase::Stopping {
+                    kill_at: Some(now + self.policy.stop_timeout),
+                };
+            } else {
+                worker.phase = WorkerPhase::Draining {
+                    signal_at,
+                    next_check: now + DRAIN_CHECK_INTERVAL,
+                };
+            }
         }
     }
 

@@ -17,6 +17,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::cli::Config;
+use crate::connections;
+
 use crate::inject::{self, BindWatch};
 
 pub const ENV_WORKER: &str = "REUSEPORT_LAUNCH_WORKER";
@@ -60,6 +62,13 @@ pub trait Processes {
     fn spawn(&mut self, generation: u32, slot: usize) -> io::Result<Pid>;
     /// Sends `signal` to the worker's process group.
     fn signal(&mut self, worker: Pid, signal: Signal);
+    /// Takes the worker's listening sockets out of the port's SO_REUSEPORT group; false when the
+    /// launcher holds none of them.
+    fn close_listeners(&mut self, worker: Pid) -> bool;
+    /// Whether the worker still has open connections on the ports it listened on.
+    fn has_connections(&mut self, worker: Pid) -> bool;
+    /// Forgets the copies of the worker's sockets: it drains itself.
+    fn release_listeners(&mut self, worker: Pid);
 }
 
 /// The real thing: spawns PROGRAM.
@@ -98,14 +107,14 @@ impl Supervisor {
         }
     }
 
-    /// Which of the `starting` workers now listen; the others' socket copies are released. The flag
-    /// says whether some starting worker still has to be looked at again.
+    /// Which of the `starting` workers now listen. The flag says whether some starting worker still
+    /// has to be looked at again.
     pub fn probe_listening(&mut self, starting: &[Pid]) -> (Vec<Pid>, bool) {
         let mut listening = Vec::new();
         let mut again = false;
         for watch in &mut self.watches {
             if !starting.contains(&watch.worker()) {
-                watch.release_sockets();
+                continue;
             } else if watch.is_listening() {
                 listening.push(watch.worker());
             } else {
@@ -113,6 +122,10 @@ impl Supervisor {
             }
         }
         (listening, again)
+    }
+
+    fn watch(&mut self, worker: Pid) -> Option<&mut BindWatch> {
+        self.watches.iter_mut().find(|w| w.worker() == worker)
     }
 
     /// Every child that has exited since the last call, without blocking; their watches are closed.
@@ -187,6 +200,21 @@ impl Processes for Supervisor {
                 }
             }
             Err(e) => debug!("signal {} to process group {worker}: {e}", signal.as_str()),
+        }
+    }
+
+    fn close_listeners(&mut self, worker: Pid) -> bool {
+        self.watch(worker).is_some_and(|w| w.close_listeners())
+    }
+
+    fn has_connections(&mut self, worker: Pid) -> bool {
+        self.watch(worker)
+            .is_some_and(|w| connections::count_open(worker, w.drained_ports()) > 0)
+    }
+
+    fn release_listeners(&mut self, worker: Pid) {
+        if let Some(watch) = self.watch(worker) {
+            watch.release_sockets();
         }
     }
 }

@@ -9,6 +9,10 @@ struct FakeProcesses {
     spawned: Vec<(u32, usize, Pid)>,
     signals: Vec<(Pid, Signal)>,
     fail_spawns: bool,
+    /// Workers whose listeners the fake "holds" (for listener drain).
+    listeners: Vec<Pid>,
+    /// Workers that still have open connections.
+    busy: Vec<Pid>,
 }
 
 impl Processes for FakeProcesses {
@@ -24,6 +28,15 @@ impl Processes for FakeProcesses {
     fn signal(&mut self, worker: Pid, signal: Signal) {
         self.signals.push((worker, signal));
     }
+    fn close_listeners(&mut self, worker: Pid) -> bool {
+        self.listeners.contains(&worker)
+    }
+    fn has_connections(&mut self, worker: Pid) -> bool {
+        self.busy.contains(&worker)
+    }
+    fn release_listeners(&mut self, worker: Pid) {
+        self.listeners.retain(|&p| p != worker);
+    }
 }
 
 const SEC: Duration = Duration::from_secs(1);
@@ -36,6 +49,7 @@ fn policy() -> Policy {
         stop_signal: Signal::SIGTERM,
         watchdog: None,
         ready: ReadyMode::Auto,
+        drain: DrainMode::Auto,
     }
 }
 
@@ -247,4 +261,52 @@ fn spawn_failure_during_reload_keeps_old_generation() {
     assert_eq!(l.phase(), &Phase::Serving);
     assert!(p.signals.is_empty());
     assert!(l.status_line().contains("failed"), "{}", l.status_line());
+}
+
+#[test]
+fn listener_drain_waits_for_connections_before_the_stop_signal() {
+    // A server that never speaks sd_notify: ready by listening, drained by its listener (auto).
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(policy(), t0);
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    p.listeners = gen1.clone();
+    for &pid in &gen1 {
+        l.on_listening(&mut p, pid, t0);
+    }
+    assert_eq!(l.phase(), &Phase::Serving);
+    assert_eq!(p.listeners, gen1, "listener copies are kept for the drain");
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    for &pid in &gen2 {
+        l.on_listening(&mut p, pid, t0);
+    }
+    assert!(
+        p.signals.is_empty(),
+        "the old generation is drained by its listener first"
+    );
+    p.busy = vec![gen1[0]];
+    l.on_timers(&mut p, t0 + SEC);
+    assert_eq!(
+        p.signals,
+        vec![(gen1[1], Signal::SIGTERM)],
+        "the idle worker is signalled, the busy one waits"
+    );
+    p.busy.clear();
+    l.on_timers(&mut p, t0 + 2 * SEC);
+    assert!(p.signals.contains(&(gen1[0], Signal::SIGTERM)));
+}
+
+#[test]
+fn sd_notify_servers_keep_the_plain_stop_order() {
+    let (mut l, mut p, t0) = serving();
+    let gen1 = pids_of(&p, 1);
+    p.listeners = gen1.clone();
+    l.request_stop(&mut p, t0);
+    assert_eq!(
+        p.signals.len(),
+        2,
+        "READY=1 speakers get the stop signal at once"
+    );
 }
