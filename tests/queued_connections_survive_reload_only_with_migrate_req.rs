@@ -72,7 +72,9 @@ fn queued_connections_through_reload(test_name: &str, migrate_req: bool) -> (usi
                 panic!("a queued connection was answered by pid {pid} of generation {generation}")
             }
             Err(why) => {
-                eprintln!("queued connection failed: {why}");
+                if failed == 0 {
+                    eprintln!("first queued connection that failed: {why}");
+                }
                 failed += 1;
             }
         }

@@ -61,6 +61,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Characters of the test name in its temp dir's name: the launcher's notify socket lives below it, and a
+/// Unix socket path must fit in 108 bytes.
+const TEST_TAG_CHARS: usize = 12;
+
 /// A directory of its own for one test, under std::env::temp_dir(); removed on drop unless the test failed
 /// (then its path is printed so the logs can be read).
 pub struct TempDir {
@@ -74,9 +78,11 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let path = std::env::temp_dir().join(format!(
-            "rpl-test-{test_name}-{}-{}-{nanos}",
+            "rpl-{}-{}-{}-{}",
+            test_name.chars().take(TEST_TAG_CHARS).collect::<String>(),
             std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos % 1_000_000
         ));
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("unable to create {}: {e}", path.display()));
