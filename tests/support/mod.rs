@@ -11,6 +11,7 @@ pub mod loadgen;
 pub mod netns;
 pub mod procfs;
 pub mod scenarios;
+pub mod unchanged;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
