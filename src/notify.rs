@@ -16,6 +16,10 @@ use nix::unistd::Pid;
 
 /// Largest message accepted, the same bound systemd uses for its notify socket (PIPE_BUF).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// sun_path holds 108 bytes including the final NUL.
+const MAX_SOCKET_PATH: usize = 107;
+/// "/reuseport-launch.<pid>.XXXXXX/notify.sock" with the longest pid.
+const LONGEST_SUFFIX: usize = 48;
 /// Datagrams handled per wake-up before the loop looks at signals and timers again; a flood cannot
 /// starve the rest of the loop.
 const MAX_DATAGRAMS_PER_DRAIN: usize = 256;
@@ -140,14 +144,15 @@ impl Drop for NotifySocket {
     }
 }
 
-/// A fresh directory only the launcher's user can enter, under $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or /tmp.
+/// A fresh directory only the launcher's user can enter, under $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR or
+/// /tmp: the first whose socket path fits in sun_path.
 fn private_dir() -> io::Result<PathBuf> {
     let base = ["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]
         .iter()
         .filter_map(std::env::var_os)
         .map(PathBuf::from)
-        .find(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
+        .find(|p| p.is_dir() && p.as_os_str().len() + LONGEST_SUFFIX < MAX_SOCKET_PATH)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
     let template = base.join(format!("reuseport-launch.{}.XXXXXX", std::process::id()));
     nix::unistd::mkdtemp(&template).map_err(io::Error::from)
 }
