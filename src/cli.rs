@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,11 +13,18 @@ use clap::Parser;
 use crate::state::{DrainMode, ReadyMode};
 
 use nix::sys::signal::Signal;
+use nix::unistd::{Gid, Group, Uid, User};
 
 /// The longest timeout a flag accepts; anything longer is a typo, and it keeps `Instant` arithmetic safe.
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most workers one launcher runs; far above what one machine serves well, low enough to catch typos.
 const MAX_WORKERS: usize = 4096;
+/// The most `--listen` addresses: every worker holds one socket per address, and a server that needs
+/// more is better served by a port range of its own.
+const MAX_LISTEN: usize = 64;
+/// Capability bits (CapEff in /proc/self/status) that let a non-root launcher change a worker's ids.
+const CAP_SETGID_BIT: u64 = 1 << 6;
+const CAP_SETUID_BIT: u64 = 1 << 7;
 
 const EXAMPLES: &str = "\
 Talk to a running launcher (see each one's --help):
@@ -67,9 +75,26 @@ pub struct Args {
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub drain: DrainArg,
 
-    /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself)
+    /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself). Injection
+    /// installs a seccomp filter; when the launcher is not root that needs no_new_privs, which makes
+    /// file capabilities (setcap) of PROGRAM ineffective
     #[arg(long)]
     pub no_inject: bool,
+
+    /// The launcher binds this address for every worker and passes the sockets as fds 3, 4, ... with
+    /// systemd socket activation (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; PORT when only one). Repeatable.
+    /// `8080` means [::]:8080 (IPv6 and IPv4); also `127.0.0.1:8080`, `[::1]:8080`. No injection then
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+
+    /// Run workers as this user (name or uid), with its primary group unless --group is given. Needs
+    /// a root launcher (or CAP_SETUID and CAP_SETGID)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run workers with this group (name or gid) as their only group
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
 
     /// Inject SO_REUSEPORT only into binds of this port (and watch only it for `--ready listen`)
     #[arg(long, value_name = "PORT")]
@@ -147,6 +172,23 @@ pub struct Config {
     pub watchdog: Option<Duration>,
     /// Log level chosen by -v/-q (RUST_LOG still wins).
     pub log_level: log::LevelFilter,
+    /// Addresses the launcher binds for every worker (`--listen`), in order; empty: the worker binds.
+    pub listen: Vec<SocketAddr>,
+    /// The user and group workers run as (`--user`/`--group`); None: the launcher's own.
+    pub run_as: Option<RunAs>,
+}
+
+/// Whom workers run as: resolved once at start, so the child only makes raw set*id calls.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// None with --group alone: the uid stays the launcher's.
+    pub uid: Option<Uid>,
+    /// The only group (setgroups([gid]) and setgid).
+    pub gid: Gid,
+    /// For USER, LOGNAME and HOME in the worker's environment (as systemd's User= sets them).
+    pub user: Option<User>,
+    /// What --user/--group said, for messages.
+    pub shown: String,
 }
 
 /// A flag or PROGRAM that cannot work, with what to do about it.
@@ -194,26 +236,40 @@ impl Config {
                 .map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned()),
         };
         crate::control::validate_name(&name).map_err(|e| bad(&e))?;
-        let ready = match (args.ready, args.no_inject) {
-            (ReadyArg::Listen, true) => return Err(bad(
-                "--ready listen needs injection (it watches the worker's binds); drop --no-inject",
+        let listen = parse_listen(&args.listen)?;
+        if !listen.is_empty() && args.port.is_some() {
+            return Err(bad(
+                "--port limits injection to one port; with --listen the launcher binds the ports itself and \
+                 injects nothing: drop --port",
+            ));
+        }
+        // With --listen the launcher holds every worker's listeners itself: it sees them listen, and can
+        // drain them, without injection; injection is then not needed and stays off.
+        let inject = !args.no_inject && listen.is_empty();
+        let sees_listeners = inject || !listen.is_empty();
+        let ready = match (args.ready, sees_listeners) {
+            (ReadyArg::Listen, false) => return Err(bad(
+                "--ready listen needs injection (it watches the worker's binds) or --listen; drop --no-inject",
             )),
-            (ReadyArg::Auto, true) | (ReadyArg::Notify, _) => ReadyMode::Notify,
-            (ReadyArg::Listen, false) => ReadyMode::Listen,
-            (ReadyArg::Auto, false) => ReadyMode::Auto,
+            (ReadyArg::Auto, false) | (ReadyArg::Notify, _) => ReadyMode::Notify,
+            (ReadyArg::Listen, true) => ReadyMode::Listen,
+            (ReadyArg::Auto, true) => ReadyMode::Auto,
         };
-        let drain = match (args.drain, args.no_inject) {
-            (DrainArg::Listener, true) => {
-                return Err(bad("--drain listener needs injection (it holds the worker's listener); drop --no-inject"))
+        let drain = match (args.drain, sees_listeners) {
+            (DrainArg::Listener, false) => {
+                return Err(bad("--drain listener needs injection (it holds the worker's listener) or --listen; drop --no-inject"))
             }
-            (DrainArg::Signal, _) | (DrainArg::Auto, true) => DrainMode::Signal,
-            (DrainArg::Listener, false) => DrainMode::Listener,
-            (DrainArg::Auto, false) => DrainMode::Auto,
+            (DrainArg::Signal, _) | (DrainArg::Auto, false) => DrainMode::Signal,
+            (DrainArg::Listener, true) => DrainMode::Listener,
+            (DrainArg::Auto, true) => DrainMode::Auto,
         };
+        let run_as = resolve_run_as(args.user.as_deref(), args.group.as_deref())?;
         Ok(Config {
             ready,
             drain,
-            inject: !args.no_inject,
+            inject,
+            listen,
+            run_as,
             port: args.port,
             name,
             watchdog: args
@@ -229,6 +285,111 @@ impl Config {
             log_level: log_level(args.verbose, args.quiet),
         })
     }
+}
+
+/// `--listen` values: `PORT` ([::]:PORT, dual-stack, as systemd's ListenStream=PORT), `IPv4:PORT` or
+/// `[IPv6]:PORT`. Port 0 and repeats are refused.
+fn parse_listen(values: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    if values.len() > MAX_LISTEN {
+        return Err(bad(&format!(
+            "{} --listen addresses are more than the limit of {MAX_LISTEN}",
+            values.len()
+        )));
+    }
+    let mut addresses: Vec<SocketAddr> = Vec::new();
+    for value in values {
+        let text = value.trim();
+        let address = match text.parse::<u16>() {
+            Ok(port) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
+            Err(_) => text.parse::<SocketAddr>().map_err(|_| {
+                bad(&format!(
+                    "--listen {value}: expected PORT, IPv4:PORT or [IPv6]:PORT with numeric addresses \
+                     (8080, 127.0.0.1:8080, [::]:8080)"
+                ))
+            })?,
+        };
+        if address.port() == 0 {
+            return Err(bad(&format!(
+                "--listen {value}: port 0 would give every worker a different port; name the port"
+            )));
+        }
+        if addresses.contains(&address) {
+            return Err(bad(&format!("--listen {value} is given twice")));
+        }
+        addresses.push(address);
+    }
+    Ok(addresses)
+}
+
+/// Resolves `--user` / `--group` (names or numbers) now, so an unknown one fails before anything starts,
+/// and checks the launcher may change ids at all.
+fn resolve_run_as(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, ConfigError> {
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let user = user
+        .map(|name| {
+            let found = match name.parse::<u32>() {
+                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
+                Err(_) => User::from_name(name),
+            };
+            found
+                .map_err(|e| bad(&format!("--user {name}: unable to look it up: {e}")))?
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "--user {name}: no such user (see /etc/passwd or `getent passwd {name}`)"
+                    ))
+                })
+        })
+        .transpose()?;
+    let gid = match group {
+        Some(name) => {
+            let found = match name.parse::<u32>() {
+                Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
+                Err(_) => Group::from_name(name),
+            };
+            found
+                .map_err(|e| bad(&format!("--group {name}: unable to look it up: {e}")))?
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "--group {name}: no such group (see /etc/group or `getent group {name}`)"
+                    ))
+                })?
+                .gid
+        }
+        None => user
+            .as_ref()
+            .map(|u| u.gid)
+            .expect("--user or --group is set"),
+    };
+    let shown = match (&user, group) {
+        (Some(u), Some(g)) => format!("--user {} --group {g}", u.name),
+        (Some(u), None) => format!("--user {}", u.name),
+        (None, g) => format!("--group {}", g.unwrap_or_default()),
+    };
+    if !Uid::effective().is_root() && !has_capabilities(CAP_SETUID_BIT | CAP_SETGID_BIT) {
+        return Err(bad(&format!(
+            "{shown} needs a launcher running as root (or with CAP_SETUID and CAP_SETGID): it changes the \
+             user and group of every worker; start the launcher as root or drop {shown}"
+        )));
+    }
+    Ok(Some(RunAs {
+        uid: user.as_ref().map(|u| u.uid),
+        gid,
+        user,
+        shown,
+    }))
+}
+
+/// Whether this process has all of `bits` in its effective capability set.
+fn has_capabilities(bits: u64) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|effective| effective & bits == bits)
 }
 
 fn bad(message: &str) -> ConfigError {
@@ -338,6 +499,31 @@ mod tests {
         assert!(seconds("--x", 0.0).is_err());
         assert!(seconds("--x", f64::NAN).is_err());
         assert_eq!(seconds("--x", 0.5).unwrap(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn listen_addresses_parse_in_order() {
+        let parsed =
+            parse_listen(&["8080".into(), "127.0.0.1:81".into(), "[::1]:82".into()]).unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                "[::]:8080".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:81".parse().unwrap(),
+                "[::1]:82".parse().unwrap()
+            ]
+        );
+        assert!(parse_listen(&["0".into()]).is_err());
+        assert!(parse_listen(&["localhost:80".into()]).is_err());
+        assert!(parse_listen(&["80".into(), "[::]:80".into()]).is_err());
+    }
+
+    #[test]
+    fn unknown_user_and_group_are_named() {
+        let err = resolve_run_as(Some("no-such-user-xyz"), None).unwrap_err();
+        assert!(err.to_string().contains("no-such-user-xyz"));
+        let err = resolve_run_as(None, Some("no-such-group-xyz")).unwrap_err();
+        assert!(err.to_string().contains("no-such-group-xyz"));
     }
 
     #[test]

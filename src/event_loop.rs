@@ -54,13 +54,14 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             format!("SO_REUSEPORT injection is unavailable: {e}. Run with --no-inject if the server sets SO_REUSEPORT itself")
         })?;
     }
+    crate::listen::check_available(&config.listen)?;
     let now = Instant::now();
     let signals = SignalPipe::install(HANDLED_SIGNALS)
         .map_err(|e| format!("unable to install signal handlers: {e}"))?;
     let notify = NotifySocket::bind()
         .map_err(|e| format!("unable to create the workers' notify socket: {e}"))?;
     let mut io = Io {
-        supervisor: Supervisor::new(config, notify.path().to_path_buf()),
+        supervisor: Supervisor::new(config, notify.path().to_path_buf())?,
         control: ControlServer::bind(&config.name).map_err(|e| e.to_string())?,
         manager: ServiceManager::from_env(config.stop_timeout, now),
         signals,

@@ -9,6 +9,7 @@ mod control;
 mod control_client;
 mod event_loop;
 mod inject;
+mod listen;
 
 mod logging;
 mod notify;

@@ -1,10 +1,16 @@
 //! Only this module spawns, signals or reaps processes. A worker is PROGRAM run with its slot, generation
 //! and the launcher's notify socket in its environment, in a process group of its own, and set to die
-//! with the launcher (PR_SET_PDEATHSIG), so no worker outlives a launcher killed with SIGKILL.
+//! with the launcher (PR_SET_PDEATHSIG), so no worker outlives a launcher killed with SIGKILL. With
+//! `--listen` it also gets the launcher-bound sockets (listen.rs); with `--user`/`--group` it drops to
+//! that user and group before exec.
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::Instant;
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -12,12 +18,14 @@ use std::process::Command;
 
 use log::{debug, warn};
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::cli::Config;
+use crate::cli::{Config, RunAs};
 use crate::connections;
+use crate::listen::{self, Held};
 
 use crate::inject::{self, BindWatch};
 
@@ -35,6 +43,12 @@ const LAUNCHER_ONLY_ENV: &[&str] = &[
     "LISTEN_FDNAMES",
     "MAINPID",
 ];
+
+/// Mode of the notify socket's directory with --user/--group: the workers' group may enter it (to reach
+/// the socket) but not rename or remove anything in it.
+const NOTIFY_DIR_MODE_RUN_AS: u32 = 0o710;
+/// Mode of the notify socket with --user/--group: the workers' group may send to it.
+const NOTIFY_SOCKET_MODE_RUN_AS: u32 = 0o660;
 
 /// How a reaped child ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,18 +95,46 @@ pub struct Supervisor {
     inject_port: Option<u16>,
     /// The bind notifications of every live worker that has injection.
     watches: Vec<BindWatch>,
+    /// `--listen` addresses, bound anew for every worker.
+    listen: Vec<SocketAddr>,
+    /// LISTEN_FDNAMES for them.
+    fd_names: String,
+    /// /dev/null placeholders on the free fds below 3 + listen.len(); see listen::reserve_target_fds.
+    _reserved_fds: Vec<OwnedFd>,
+    /// The launcher's copies of every live worker's launcher-bound sockets.
+    held: Vec<Held>,
+    /// Whom workers run as.
+    run_as: Option<RunAs>,
 }
 
 impl Supervisor {
-    pub fn new(config: &Config, notify_socket: PathBuf) -> Supervisor {
-        Supervisor {
+    pub fn new(config: &Config, notify_socket: PathBuf) -> Result<Supervisor, String> {
+        let reserved = if config.listen.is_empty() {
+            Vec::new()
+        } else {
+            listen::reserve_target_fds(config.listen.len()).map_err(|e| {
+                format!(
+                    "unable to reserve fds 3..{} for the workers' sockets: {e}",
+                    3 + config.listen.len()
+                )
+            })?
+        };
+        if let Some(run_as) = &config.run_as {
+            share_notify_socket(&notify_socket, run_as)?;
+        }
+        Ok(Supervisor {
             program: config.program.clone(),
             args: config.program_args.clone(),
             notify_socket,
             inject: config.inject,
             inject_port: config.port,
             watches: Vec::new(),
-        }
+            fd_names: listen::fd_names(config.listen.len()),
+            listen: config.listen.clone(),
+            _reserved_fds: reserved,
+            held: Vec::new(),
+            run_as: config.run_as.clone(),
+        })
     }
 
     /// The descriptors to poll for workers' bind notifications.
@@ -112,6 +154,18 @@ impl Supervisor {
     pub fn probe_listening(&mut self, starting: &[Pid]) -> (Vec<Pid>, bool) {
         let mut listening = Vec::new();
         let mut again = false;
+        let now = Instant::now();
+        for held in &self.held {
+            if !starting.contains(&held.worker()) {
+                continue;
+            }
+            match held.settled(now) {
+                None => again = true,
+                Some(true) => listening.push(held.worker()),
+                // Exited: the next reap reports it.
+                Some(false) => {}
+            }
+        }
         for watch in &mut self.watches {
             if !starting.contains(&watch.worker()) {
                 continue;
@@ -128,11 +182,17 @@ impl Supervisor {
         self.watches.iter_mut().find(|w| w.worker() == worker)
     }
 
-    /// Every child that has exited since the last call, without blocking; their watches are closed.
+    fn held(&mut self, worker: Pid) -> Option<&mut Held> {
+        self.held.iter_mut().find(|h| h.worker() == worker)
+    }
+
+    /// Every child that has exited since the last call, without blocking; their watches and the
+    /// launcher's copies of their sockets are closed.
     pub fn reap(&mut self) -> Vec<(Pid, ExitReason)> {
         let exited = reap_children();
-        self.watches
-            .retain(|w| !exited.iter().any(|(pid, _)| *pid == w.worker()));
+        let gone = |worker: Pid| exited.iter().any(|(pid, _)| *pid == worker);
+        self.watches.retain(|w| !gone(w.worker()));
+        self.held.retain(|h| !gone(h.worker()));
         exited
     }
 }
@@ -148,6 +208,32 @@ impl Processes for Supervisor {
             .env(ENV_WORKER, slot.to_string())
             .env(ENV_GENERATION, generation.to_string())
             .env(ENV_NOTIFY_SOCKET, &self.notify_socket);
+        let sockets = listen::open_for_worker(&self.listen)?;
+        let socket_fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+        if !sockets.is_empty() {
+            command
+                .env(listen::ENV_LISTEN_FDS, sockets.len().to_string())
+                .env(listen::ENV_LISTEN_PID, listen::LISTEN_PID_PLACEHOLDER)
+                .env(listen::ENV_LISTEN_FDNAMES, &self.fd_names);
+            if let [only] = self.listen[..] {
+                command.env(listen::ENV_PORT, only.port().to_string());
+            }
+        }
+        if let Some(user) = self.run_as.as_ref().and_then(|r| r.user.as_ref()) {
+            command
+                .env("USER", &user.name)
+                .env("LOGNAME", &user.name)
+                .env("HOME", &user.dir);
+        }
+        let ids = self
+            .run_as
+            .as_ref()
+            .map(|r| (r.uid.map(|u| u.as_raw()), r.gid.as_raw()));
+        let mut prepared = if sockets.is_empty() {
+            None
+        } else {
+            Some(listen::PreparedExec::from_command(&command)?)
+        };
         let launcher = Pid::this();
         let channel = if self.inject {
             Some(inject::Channel::new()?)
@@ -157,19 +243,44 @@ impl Processes for Supervisor {
         let channel_fd = channel.as_ref().map(|c| c.worker_fd());
         let no_new_privs = !nix::unistd::geteuid().is_root();
         // SAFETY: runs between fork and exec in a single-threaded launcher; it only makes raw syscalls
-        // (setpgid, prctl, getppid, and inject::install_in_child's) and allocates nothing.
+        // (setpgid, seccomp/prctl, setgroups/setgid/setuid, getppid, dup2/fcntl, execve) and allocates
+        // nothing: `socket_fds` and `prepared` (argv and envp for the --listen exec) were built before fork.
+        // With --listen the closure execs PROGRAM itself (PreparedExec::exec_in_child), after writing the
+        // worker's pid into the LISTEN_PID placeholder of its own copy of envp — the pid is only known
+        // after fork, and std's Command does not let a closure change the environment it execs with
+        // (it installs its envp after the closures run). std's exec-error pipe stays open (close-on-exec)
+        // until then, so a failed execve is still reported by spawn().
         unsafe {
             command.pre_exec(move || {
                 // Own process group: a terminal's Ctrl-C reaches the launcher only, which drains workers in
                 // order; and the stop signal can reach the worker's own children too.
                 nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+                // Before the ids change: a root launcher installs the filter without no_new_privs, so
+                // file capabilities of PROGRAM keep working.
+                if let Some(fd) = channel_fd {
+                    inject::install_in_child(fd, no_new_privs);
+                }
+                // setgroups first (it needs privilege), then setgid, then setuid (after which nothing
+                // can be changed back).
+                if let Some((uid, gid)) = ids {
+                    if libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    if let Some(uid) = uid {
+                        if libc::setuid(uid) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                }
+                // After the ids change: the kernel clears PDEATHSIG when credentials change.
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The launcher may have died before PDEATHSIG was armed.
                 if nix::unistd::getppid() != launcher {
                     return Err(io::Error::other("launcher exited"));
                 }
-                if let Some(fd) = channel_fd {
-                    inject::install_in_child(fd, no_new_privs);
+                if let Some(prepared) = prepared.as_mut() {
+                    listen::install_in_child(&socket_fds)?;
+                    return Err(prepared.exec_in_child());
                 }
                 Ok(())
             });
@@ -178,6 +289,9 @@ impl Processes for Supervisor {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.program.display())))?;
         let pid = Pid::from_raw(child.id() as i32);
+        if !sockets.is_empty() {
+            self.held.push(Held::new(pid, sockets));
+        }
         if let Some(channel) = channel {
             match channel.receive() {
                 Ok(listener) => self
@@ -204,15 +318,24 @@ impl Processes for Supervisor {
     }
 
     fn close_listeners(&mut self, worker: Pid) -> bool {
+        if let Some(held) = self.held(worker) {
+            return held.close_listeners();
+        }
         self.watch(worker).is_some_and(|w| w.close_listeners())
     }
 
     fn has_connections(&mut self, worker: Pid) -> bool {
+        if let Some(held) = self.held(worker) {
+            return connections::count_open(worker, held.drained_ports()) > 0;
+        }
         self.watch(worker)
             .is_some_and(|w| connections::count_open(worker, w.drained_ports()) > 0)
     }
 
     fn release_listeners(&mut self, worker: Pid) {
+        if let Some(held) = self.held(worker) {
+            held.release();
+        }
         if let Some(watch) = self.watch(worker) {
             watch.release_sockets();
         }
@@ -236,4 +359,47 @@ fn reap_children() -> Vec<(Pid, ExitReason)> {
             }
         }
     }
+}
+
+/// With --user/--group: lets the workers' group reach the notify socket (directory 0710, socket 0660,
+/// both group-owned by that group) without letting them replace it, and warns when a directory above
+/// it keeps the workers out (their READY=1 would then be lost).
+fn share_notify_socket(socket: &Path, run_as: &RunAs) -> Result<(), String> {
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    for (path, mode) in [
+        (dir, NOTIFY_DIR_MODE_RUN_AS),
+        (socket, NOTIFY_SOCKET_MODE_RUN_AS),
+    ] {
+        nix::unistd::chown(path, None, Some(run_as.gid))
+            .map_err(io::Error::from)
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
+            .map_err(|e| {
+                format!(
+                    "unable to give the workers' group ({}) access to the notify socket {}: {e}",
+                    run_as.shown,
+                    path.display()
+                )
+            })?;
+    }
+    let uid = run_as.uid.unwrap_or_else(nix::unistd::geteuid).as_raw();
+    let gid = run_as.gid.as_raw();
+    let blocked = dir.ancestors().skip(1).find(|a| {
+        std::fs::metadata(a).is_ok_and(|m| {
+            let mode = m.mode();
+            !(mode & 0o001 != 0
+                || (m.uid() == uid && mode & 0o100 != 0)
+                || (m.gid() == gid && mode & 0o010 != 0))
+        })
+    });
+    if let Some(blocked) = blocked {
+        warn!(
+            "workers running with {} cannot reach NOTIFY_SOCKET {}: {} is not searchable for them; \
+             their READY=1 will be lost (use --ready listen, or a runtime directory they can enter, \
+             e.g. RuntimeDirectory= with RuntimeDirectoryMode=0755)",
+            run_as.shown,
+            socket.display(),
+            blocked.display()
+        );
+    }
+    Ok(())
 }
