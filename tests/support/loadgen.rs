@@ -14,10 +14,13 @@ use super::{wait_until, ChildGuard, TempDir, LOADGEN};
 
 /// Upper bound on a loadgen run: tests stop it with SIGINT long before this.
 const MAX_RUN_SECS: u32 = 300;
-/// How long loadgen may take to print its report after SIGINT (its response timeout plus slack).
-const REPORT_DEADLINE: Duration = Duration::from_secs(15);
+/// How long loadgen may take to print its report after SIGINT (its timeout, TIMEOUT_MS, plus slack).
+const REPORT_DEADLINE: Duration = Duration::from_secs(20);
 /// Interval of loadgen's progress lines, used to see that traffic flows.
 const PROGRESS_MS: u32 = 200;
+/// loadgen's per-step timeout: generous, because CI machines run many test binaries on 2 cores and a
+/// starved server is slow, not broken; a refused or reset connection still fails at once.
+const TIMEOUT_MS: u32 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -133,6 +136,7 @@ impl Loadgen {
             .args(["--connections", &connections.to_string()])
             .args(["--duration-secs", &MAX_RUN_SECS.to_string()])
             .args(["--progress-ms", &PROGRESS_MS.to_string()])
+            .args(["--timeout-ms", &TIMEOUT_MS.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout_path).expect("create loadgen stdout file"))

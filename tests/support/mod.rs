@@ -139,6 +139,7 @@ pub fn exec_server(port: u16, args: &str) -> String {
 /// Any other process a test starts: SIGKILLed by pid (and reaped) on drop unless it already exited.
 pub struct ChildGuard {
     child: Child,
+    program: String,
     exited: Option<ExitStatus>,
 }
 
@@ -147,8 +148,12 @@ impl ChildGuard {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("unable to spawn {:?}: {e}", command.get_program()));
+        let program = Path::new(command.get_program())
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
         ChildGuard {
             child,
+            program,
             exited: None,
         }
     }
@@ -185,10 +190,13 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if self.exited.is_none() && self.child.try_wait().ok().flatten().is_none() {
-            let program = format!("{:?}", self.child.id());
             let _ = kill(Pid::from_raw(self.pid()), Signal::SIGKILL);
             let _ = self.child.wait();
-            eprintln!("test cleanup: killed pid {program} with SIGKILL");
+            eprintln!(
+                "test cleanup: {} (pid {}) still ran; killed it with SIGKILL",
+                self.program,
+                self.pid()
+            );
         }
     }
 }
