@@ -71,9 +71,14 @@ struct FakeSystemd {
 impl FakeSystemd {
     fn bind(dir: &TempDir) -> FakeSystemd {
         let path = dir.join("sd.sock");
-        let socket = UnixDatagram::bind(&path)
-            .unwrap_or_else(|e| panic!("unable to bind the fake notify socket {}: {e}", path.display()));
-        setsockopt(&socket, sockopt::PassCred, &true).expect("SO_PASSCRED on the fake notify socket");
+        let socket = UnixDatagram::bind(&path).unwrap_or_else(|e| {
+            panic!(
+                "unable to bind the fake notify socket {}: {e}",
+                path.display()
+            )
+        });
+        setsockopt(&socket, sockopt::PassCred, &true)
+            .expect("SO_PASSCRED on the fake notify socket");
         socket
             .set_nonblocking(true)
             .expect("non-blocking fake notify socket");
@@ -163,7 +168,10 @@ fn monotonic_usec() -> u64 {
 /// The STATUS= of the first message at or after `from` that has one.
 fn status_after(systemd: &mut FakeSystemd, from: usize) -> String {
     let at = systemd.wait_for(from, "a STATUS= line", |m| m.get("STATUS").is_some());
-    systemd.received[at].get("STATUS").unwrap_or_default().to_owned()
+    systemd.received[at]
+        .get("STATUS")
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]
@@ -241,7 +249,9 @@ fn systemd_notify_sequence() {
             .get("MONOTONIC_USEC")
             .unwrap_or_else(|| panic!("RELOADING=1 without MONOTONIC_USEC: {:?}", message.fields))
             .parse()
-            .unwrap_or_else(|e| panic!("MONOTONIC_USEC is not a number ({e}): {:?}", message.fields));
+            .unwrap_or_else(|e| {
+                panic!("MONOTONIC_USEC is not a number ({e}): {:?}", message.fields)
+            });
         assert!(
             before_usec <= monotonic && monotonic <= message.received_usec,
             "MONOTONIC_USEC={monotonic} of reload {generation} is not between the SIGHUP ({before_usec}) and \
@@ -299,7 +309,10 @@ fn systemd_notify_sequence() {
         launcher.workers()
     );
     let (generation, _) = http_get(&addr);
-    assert_eq!(generation, serving, "the old generation should still answer");
+    assert_eq!(
+        generation, serving,
+        "the old generation should still answer"
+    );
     check_workers(&launcher, &mut seen_workers);
     let next = done + 1;
 
@@ -308,7 +321,12 @@ fn systemd_notify_sequence() {
     let extend: u64 = systemd.received[stopping]
         .get("EXTEND_TIMEOUT_USEC")
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("STOPPING=1 without EXTEND_TIMEOUT_USEC:\n{}", systemd.show()));
+        .unwrap_or_else(|| {
+            panic!(
+                "STOPPING=1 without EXTEND_TIMEOUT_USEC:\n{}",
+                systemd.show()
+            )
+        });
     assert!(
         extend > STOP_TIMEOUT_SECS * 1_000_000,
         "EXTEND_TIMEOUT_USEC={extend} should exceed --stop-timeout ({STOP_TIMEOUT_SECS}s)"
@@ -316,7 +334,10 @@ fn systemd_notify_sequence() {
     let status = launcher
         .wait_exit(Duration::from_secs(STOP_TIMEOUT_SECS + 10))
         .expect("the launcher should exit after SIGTERM");
-    assert!(status.success(), "the launcher exited with {status} after SIGTERM");
+    assert!(
+        status.success(),
+        "the launcher exited with {status} after SIGTERM"
+    );
     systemd.drain();
 
     eprintln!("messages received by the fake systemd:\n{}", systemd.show());
@@ -342,7 +363,10 @@ fn systemd_notify_sequence() {
     // Nothing after STOPPING=1 but STATUS= lines about stopping.
     for message in &systemd.received[stopping + 1..] {
         assert!(
-            message.get("STATUS").is_some_and(|s| s.starts_with("stopping")) && message.fields.len() == 1,
+            message
+                .get("STATUS")
+                .is_some_and(|s| s.starts_with("stopping"))
+                && message.fields.len() == 1,
             "unexpected message after STOPPING=1: {:?}",
             message.fields
         );
