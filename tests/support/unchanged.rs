@@ -12,6 +12,9 @@ use super::{procfs, wait_until, Launcher};
 
 /// TCP state LISTEN in /proc/net/tcp.
 const TCP_LISTEN: &str = "0A";
+/// How long after the old pids are gone the launcher may take to log `reload to generation G done`
+/// (it reaps them first; on a loaded 2-core machine its loop can lag).
+const LOG_LINE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// The python3 interpreter itself (`sys.executable`), not a version-manager shim that execs it: the
 /// worker's pid is then the server's pid from the start.
@@ -28,8 +31,8 @@ pub fn python3() -> String {
     path
 }
 
-/// Sends SIGHUP and waits until the launcher's workers are exactly `workers` of `generation` and every
-/// process of generation `generation - 1` is gone. `on_poll` runs at every check (to sample state during
+/// Sends SIGHUP and waits until the launcher's workers are exactly `workers` of `generation`, every
+/// process of generation `generation - 1` is gone and the log says the reload is done. `on_poll` runs at every check (to sample state during
 /// the reload). Panics, naming what is missing, after `deadline`.
 pub fn reload_and_wait(
     launcher: &Launcher,
@@ -64,6 +67,12 @@ pub fn reload_and_wait(
             .filter(|&&p| procfs::still_running(p))
             .map(|p| p.pid)
             .collect::<Vec<_>>()
+    );
+    // The launcher reaps the old processes, then says so: the line follows their exit closely.
+    let line = format!("reload to generation {generation} done");
+    assert!(
+        launcher.wait_for_log(&line, LOG_LINE_DEADLINE),
+        "the old pids are gone but the log never says `{line}`"
     );
 }
 
