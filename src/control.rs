@@ -136,6 +136,9 @@ struct Pending {
     stream: UnixStream,
     buffer: Vec<u8>,
     deadline: Instant,
+    /// Why this peer may not control the launcher; answered once its request is read, so the client
+    /// sees the reason instead of a reset connection.
+    refusal: Option<String>,
 }
 
 pub struct ControlServer {
@@ -245,11 +248,9 @@ impl ControlServer {
                     return;
                 }
             };
-            if let Err(why) = check_peer(&stream) {
+            let refusal = check_peer(&stream).err();
+            if let Some(why) = &refusal {
                 warn!("control client refused: {why}");
-                let mut stream = stream;
-                reply(&mut stream, &format!("error: {why}\n"));
-                continue;
             }
             if self.pending.len() >= MAX_PENDING_CLIENTS || stream.set_nonblocking(true).is_err() {
                 warn!("control client refused: {MAX_PENDING_CLIENTS} clients are already waiting to be read");
@@ -259,6 +260,7 @@ impl ControlServer {
                 stream,
                 buffer: Vec::new(),
                 deadline: now + REQUEST_TIMEOUT,
+                refusal,
             });
         }
     }
@@ -268,6 +270,10 @@ impl ControlServer {
         let mut still_pending = Vec::new();
         for mut client in std::mem::take(&mut self.pending) {
             match read_line(&mut client) {
+                Ok(Some(_)) if client.refusal.is_some() => {
+                    let why = client.refusal.take().unwrap_or_default();
+                    reply(&mut client.stream, &format!("error: {why}\n"));
+                }
                 Ok(Some(line)) => match Request::parse(&line) {
                     Ok(request) => complete.push((client.stream, request)),
                     Err(why) => {
@@ -410,11 +416,25 @@ pub fn find_socket(name: Option<&str>) -> Result<PathBuf, String> {
         .join(", ");
     if let Some(name) = name {
         validate_name(name)?;
-        return dirs
-            .iter()
-            .map(|d| d.join(format!("{name}.sock")))
-            .find(|p| p.exists())
-            .ok_or_else(|| format!("no launcher named {name} is running (looked in {shown})"));
+        for dir in &dirs {
+            let path = dir.join(format!("{name}.sock"));
+            match std::fs::metadata(&path) {
+                Ok(_) => return Ok(path),
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                    return Err(permission_denied(dir))
+                }
+                Err(_) => {}
+            }
+        }
+        return Err(format!(
+            "no launcher named {name} is running (looked in {shown})"
+        ));
+    }
+    if let Some(dir) = dirs
+        .iter()
+        .find(|d| std::fs::read_dir(d).is_err_and(|e| e.kind() == ErrorKind::PermissionDenied))
+    {
+        return Err(permission_denied(dir));
     }
     let mut found: Vec<PathBuf> = dirs
         .iter()
@@ -439,6 +459,13 @@ pub fn find_socket(name: Option<&str>) -> Result<PathBuf, String> {
                 .join(", ")
         )),
     }
+}
+
+fn permission_denied(dir: &Path) -> String {
+    format!(
+        "permission denied on {}: the launcher runs as another user; run this as root or as that user",
+        dir.display()
+    )
 }
 
 /// For messages: the instance name of a socket path.

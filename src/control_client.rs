@@ -130,9 +130,8 @@ fn run(name: Option<&str>, request: &Request, timeout: Duration) -> Result<(), (
     stream
         .set_read_timeout(Some(timeout))
         .map_err(unreachable)?;
-    stream
-        .write_all(format!("{request}\n").as_bytes())
-        .map_err(unreachable)?;
+    // A refused client may see its write fail; the launcher's reply still says why.
+    let written = stream.write_all(format!("{request}\n").as_bytes());
 
     let deadline = Instant::now() + timeout;
     let reply = read_reply(&mut stream).map_err(|e| {
@@ -143,6 +142,9 @@ fn run(name: Option<&str>, request: &Request, timeout: Duration) -> Result<(), (
         };
         (EXIT_REFUSED, format!("launcher {instance}: {what}"))
     })?;
+    if reply.is_empty() {
+        written.map_err(unreachable)?;
+    }
     let (first, rest) = reply.split_once('\n').unwrap_or((&reply, ""));
     if let Some(error) = first.strip_prefix("error: ") {
         return Err((EXIT_REFUSED, format!("launcher {instance}: {error}")));

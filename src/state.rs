@@ -355,7 +355,10 @@ impl Launcher {
         match (&self.phase, worker.phase) {
             (_, WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. }) => {
                 debug!("{name} exited with {reason} after the stop signal");
-                self.retire_if_gone(worker.generation, now);
+                                self.retire_if_gone(worker.generation, now);
+                if matches!(self.phase, Phase::Stopping { .. }) {
+                    self.announce_status();
+                }
             }
             (Phase::Starting, _) => {
                 let when = if worker.phase == WorkerPhase::Ready { "while generation 1 was starting" } else { "before it was ready" };
@@ -772,6 +775,7 @@ impl Launcher {
         self.reload_queued = false;
         self.phase = Phase::Stopping { outcome };
         self.announcements.push(Announcement::Stopping);
+        self.announce_status();
         self.finish_if_stopped();
     }
 
