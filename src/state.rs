@@ -672,11 +672,7 @@ impl Launcher {
                 .filter(|w| w.generation == old)
                 .map(|w| w.pid)
                 .collect();
-            info!(
-                "generation {old}: sending {} to {} workers",
-                self.policy.stop_signal.as_str(),
-                old_pids.len()
-            );
+            info!("generation {old}: stopping {} workers", old_pids.len());
             for pid in old_pids {
                 self.stop_worker(processes, pid, now);
             }
@@ -760,9 +756,9 @@ impl Launcher {
             .collect();
         if outcome == Outcome::Stopped {
             info!(
-                "stopping: sending {} to {} workers; SIGKILL after {:.1}s",
-                self.policy.stop_signal.as_str(),
+                "stopping {} workers ({} after their drain; SIGKILL {:.1}s later)",
                 live.len(),
+                self.policy.stop_signal.as_str(),
                 self.policy.stop_timeout.as_secs_f64()
             );
         }
@@ -831,6 +827,9 @@ impl Launcher {
             }
             let idle = !processes.has_connections(worker.pid);
             if idle || signal_at <= now {
+                // Counting connections reads /proc and may take a while on a loaded machine: the
+                // SIGKILL grace period starts when the signal is really sent.
+                let signalled_at = now.max(Instant::now());
                 let why = if idle {
                     "no connections left"
                 } else {
@@ -843,7 +842,7 @@ impl Launcher {
                 );
                 processes.signal(worker.pid, self.policy.stop_signal);
                 worker.phase = WorkerPhase::Stopping {
-                    kill_at: Some(now + self.policy.stop_timeout),
+                    kill_at: Some(signalled_at + self.policy.stop_timeout),
                 };
             } else {
                 worker.phase = WorkerPhase::Draining {
