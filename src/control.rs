@@ -83,11 +83,12 @@ impl Request {
 /// /run. The launcher binds in the first; clients look in all of them.
 pub fn socket_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+    let set = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+    if let Some(dir) = set("RUNTIME_DIRECTORY") {
         // systemd may pass several, separated by ':'; the first is ours.
         dirs.extend(std::env::split_paths(&dir).next());
     }
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+    if let Some(dir) = set("XDG_RUNTIME_DIR") {
         dirs.push(PathBuf::from(dir).join("reuseport-launch"));
     }
     dirs.push(PathBuf::from("/run/reuseport-launch"));
