@@ -96,6 +96,16 @@ pub struct Args {
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
 
+    /// Give every worker a Node IPC channel (NODE_CHANNEL_FD), so `process.send('ready')` counts as
+    /// READY=1, as with PM2's wait_ready [default: on when PROGRAM is node or nodejs]
+    #[arg(long)]
+    pub node_ipc: bool,
+
+    /// Ask workers to stop by sending this message over the Node IPC channel instead of the stop signal
+    /// (PM2's shutdown_with_message), e.g. `--stop-message shutdown`; SIGKILL after --stop-timeout
+    #[arg(long, value_name = "MSG")]
+    pub stop_message: Option<String>,
+
     /// Inject SO_REUSEPORT only into binds of this port (and watch only it for `--ready listen`)
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
@@ -176,6 +186,10 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     /// The user and group workers run as (`--user`/`--group`); None: the launcher's own.
     pub run_as: Option<RunAs>,
+    /// Workers get a Node IPC channel.
+    pub node_ipc: bool,
+    /// Sent over the IPC channel instead of the stop signal.
+    pub stop_message: Option<String>,
 }
 
 /// Whom workers run as: resolved once at start, so the child only makes raw set*id calls.
@@ -264,12 +278,21 @@ impl Config {
             (DrainArg::Auto, true) => DrainMode::Auto,
         };
         let run_as = resolve_run_as(args.user.as_deref(), args.group.as_deref())?;
+        let is_node = program
+            .file_name()
+            .is_some_and(|n| n == "node" || n == "nodejs");
+        let node_ipc = args.node_ipc || is_node;
+        if args.stop_message.is_some() && !node_ipc {
+            return Err(bad("--stop-message needs the Node IPC channel: PROGRAM must be node, or add --node-ipc"));
+        }
         Ok(Config {
             ready,
             drain,
             inject,
             listen,
             run_as,
+            node_ipc,
+            stop_message: args.stop_message,
             port: args.port,
             name,
             watchdog: args

@@ -16,7 +16,7 @@ use crate::cli::Config;
 use crate::control::ControlServer;
 use crate::inject;
 
-use crate::notify::{NotifySocket, Received};
+use crate::notify::{NotifyMessage, NotifySocket, Received};
 use crate::process_tree;
 use crate::signals::SignalPipe;
 use crate::state::{Launcher, Outcome, Phase, Policy};
@@ -130,6 +130,13 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         for received in io.notify.drain() {
             deliver(&mut launcher, &mut io.supervisor, received, now);
         }
+        let ready = NotifyMessage {
+            ready: true,
+            ..NotifyMessage::default()
+        };
+        for pid in io.supervisor.read_ipc() {
+            launcher.on_notify(&mut io.supervisor, pid, &ready, now);
+        }
         io.control.serve(&mut launcher, &mut io.supervisor, now);
         let now = Instant::now();
         launcher.on_timers(&mut io.supervisor, now);
@@ -176,6 +183,7 @@ fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<()> {
         .into_iter()
         .chain(io.control.poll_fds())
         .chain(io.supervisor.watch_fds())
+        .chain(io.supervisor.ipc_fds())
         .collect();
     let mut fds: Vec<PollFd> = sources
         .into_iter()

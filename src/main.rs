@@ -12,6 +12,8 @@ mod inject;
 mod listen;
 
 mod logging;
+mod node_ipc;
+
 mod notify;
 mod process_tree;
 mod signals;

@@ -793,7 +793,7 @@ impl Launcher {
                 next_check: now + DRAIN_CHECK_INTERVAL,
             }
         } else {
-            processes.signal(pid, self.policy.stop_signal);
+            processes.ask_to_stop(pid, self.policy.stop_signal);
             WorkerPhase::Stopping {
                 kill_at: Some(now + self.policy.stop_timeout),
             }
@@ -840,7 +840,7 @@ impl Launcher {
                     describe(worker),
                     self.policy.stop_signal.as_str()
                 );
-                processes.signal(worker.pid, self.policy.stop_signal);
+                processes.ask_to_stop(worker.pid, self.policy.stop_signal);
                 worker.phase = WorkerPhase::Stopping {
                     kill_at: Some(signalled_at + self.policy.stop_timeout),
                 };

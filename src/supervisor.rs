@@ -26,6 +26,7 @@ use nix::unistd::Pid;
 use crate::cli::{Config, RunAs};
 use crate::connections;
 use crate::listen::{self, Held};
+use crate::node_ipc;
 
 use crate::inject::{self, BindWatch};
 
@@ -76,6 +77,8 @@ pub trait Processes {
     fn spawn(&mut self, generation: u32, slot: usize) -> io::Result<Pid>;
     /// Sends `signal` to the worker's process group.
     fn signal(&mut self, worker: Pid, signal: Signal);
+    /// Asks a worker to drain and exit: `--stop-message` over its Node IPC channel when set, else `signal`.
+    fn ask_to_stop(&mut self, worker: Pid, signal: Signal);
     /// Takes the worker's listening sockets out of the port's SO_REUSEPORT group; false when the
     /// launcher holds none of them.
     fn close_listeners(&mut self, worker: Pid) -> bool;
@@ -105,17 +108,24 @@ pub struct Supervisor {
     held: Vec<Held>,
     /// Whom workers run as.
     run_as: Option<RunAs>,
+    /// Give workers a Node IPC channel (NODE_CHANNEL_FD), on fd 3 + listen.len().
+    node_ipc: bool,
+    /// Sent over the IPC channel instead of the stop signal.
+    stop_message: Option<String>,
+    /// The IPC channels of live workers.
+    ipc: Vec<node_ipc::Channel>,
 }
 
 impl Supervisor {
     pub fn new(config: &Config, notify_socket: PathBuf) -> Result<Supervisor, String> {
-        let reserved = if config.listen.is_empty() {
+        let fixed_fds = config.listen.len() + usize::from(config.node_ipc);
+        let reserved = if fixed_fds == 0 {
             Vec::new()
         } else {
-            listen::reserve_target_fds(config.listen.len()).map_err(|e| {
+            listen::reserve_target_fds(fixed_fds).map_err(|e| {
                 format!(
                     "unable to reserve fds 3..{} for the workers' sockets: {e}",
-                    3 + config.listen.len()
+                    3 + fixed_fds
                 )
             })?
         };
@@ -134,6 +144,9 @@ impl Supervisor {
             _reserved_fds: reserved,
             held: Vec::new(),
             run_as: config.run_as.clone(),
+            node_ipc: config.node_ipc,
+            stop_message: config.stop_message.clone(),
+            ipc: Vec::new(),
         })
     }
 
@@ -178,6 +191,19 @@ impl Supervisor {
         (listening, again)
     }
 
+    /// The descriptors to poll for workers' Node IPC messages.
+    pub fn ipc_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.ipc.iter().map(|c| c.as_fd()).collect()
+    }
+
+    /// Workers that sent `process.send('ready')` since the last call.
+    pub fn read_ipc(&mut self) -> Vec<Pid> {
+        self.ipc
+            .iter_mut()
+            .filter_map(|c| c.read_ready().then(|| c.worker()))
+            .collect()
+    }
+
     fn watch(&mut self, worker: Pid) -> Option<&mut BindWatch> {
         self.watches.iter_mut().find(|w| w.worker() == worker)
     }
@@ -193,6 +219,7 @@ impl Supervisor {
         let gone = |worker: Pid| exited.iter().any(|(pid, _)| *pid == worker);
         self.watches.retain(|w| !gone(w.worker()));
         self.held.retain(|h| !gone(h.worker()));
+        self.ipc.retain(|c| !gone(c.worker()));
         exited
     }
 }
@@ -234,6 +261,18 @@ impl Processes for Supervisor {
         } else {
             Some(listen::PreparedExec::from_command(&command)?)
         };
+        let ipc = if self.node_ipc {
+            let target = 3 + self.listen.len() as RawFd;
+            command
+                .env(node_ipc::ENV_CHANNEL_FD, target.to_string())
+                .env(node_ipc::ENV_SERIALIZATION, "json");
+            Some((node_ipc::Pending::new()?, target))
+        } else {
+            None
+        };
+        let ipc_fds = ipc
+            .as_ref()
+            .map(|(pending, target)| (pending.worker_fd(), *target));
         let launcher = Pid::this();
         let channel = if self.inject {
             Some(inject::Channel::new()?)
@@ -278,8 +317,15 @@ impl Processes for Supervisor {
                 if nix::unistd::getppid() != launcher {
                     return Err(io::Error::other("launcher exited"));
                 }
-                if let Some(prepared) = prepared.as_mut() {
+                // The listen sockets first (their sources sit at or above 3 + n), then the IPC channel on
+                // 3 + n (fds below it are reserved, so its source is not among the listen targets).
+                if prepared.is_some() {
                     listen::install_in_child(&socket_fds)?;
+                }
+                if let Some((from, target)) = ipc_fds {
+                    node_ipc::install_in_child(from, target)?;
+                }
+                if let Some(prepared) = prepared.as_mut() {
                     return Err(prepared.exec_in_child());
                 }
                 Ok(())
@@ -291,6 +337,9 @@ impl Processes for Supervisor {
         let pid = Pid::from_raw(child.id() as i32);
         if !sockets.is_empty() {
             self.held.push(Held::new(pid, sockets));
+        }
+        if let Some((pending, _)) = ipc {
+            self.ipc.push(pending.into_channel(pid)?);
         }
         if let Some(channel) = channel {
             match channel.receive() {
@@ -315,6 +364,21 @@ impl Processes for Supervisor {
             }
             Err(e) => debug!("signal {} to process group {worker}: {e}", signal.as_str()),
         }
+    }
+
+    fn ask_to_stop(&mut self, worker: Pid, signal: Signal) {
+        if let Some(message) = &self.stop_message {
+            if let Some(channel) = self.ipc.iter_mut().find(|c| c.worker() == worker) {
+                match channel.send(message) {
+                    Ok(()) => return debug!("sent {message:?} to worker pid {worker} over IPC"),
+                    Err(e) => warn!(
+                        "unable to send {message:?} to worker pid {worker} ({e}); sending {}",
+                        signal.as_str()
+                    ),
+                }
+            }
+        }
+        self.signal(worker, signal);
     }
 
     fn close_listeners(&mut self, worker: Pid) -> bool {

@@ -28,6 +28,9 @@ impl Processes for FakeProcesses {
     fn signal(&mut self, worker: Pid, signal: Signal) {
         self.signals.push((worker, signal));
     }
+    fn ask_to_stop(&mut self, worker: Pid, signal: Signal) {
+        self.signals.push((worker, signal));
+    }
     fn close_listeners(&mut self, worker: Pid) -> bool {
         self.listeners.contains(&worker)
     }
