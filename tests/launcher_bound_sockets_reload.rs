@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use support::launcher::reload_and_wait;
 use support::procfs;
 use support::*;
 
@@ -97,24 +97,6 @@ pub fn python3() -> &'static str {
     }
 }
 
-/// Inodes of the sockets in LISTEN state on `port`, from the netns of process `pid`.
-fn listening_inodes(pid: i32, port: u16) -> Vec<u64> {
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|row| {
-                    let f: Vec<&str> = row.split_whitespace().collect();
-                    let p = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
-                    (p == port && *f.get(3)? == "0A").then(|| f.get(9)?.parse().ok())?
-                })
-                .collect::<Vec<u64>>()
-        })
-        .collect()
-}
-
 #[test]
 fn launcher_bound_sockets_reload() {
     private_netns(true);
@@ -162,49 +144,36 @@ fn launcher_bound_sockets_reload() {
         );
     }
 
-    let keepalive = Loadgen::start(&dir, "keepalive", &addr, Mode::KeepAlive, 4, &[]);
-    let close = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
-    assert!(
-        keepalive.wait_for_traffic(Duration::from_secs(10)),
-        "keep-alive loadgen got no response"
-    );
-    assert!(
-        close.wait_for_traffic(Duration::from_secs(10)),
-        "connection-per-request loadgen got no response"
-    );
+    let load = MixedLoad::start(&dir, &addr);
 
     for generation in 2..=RELOADS + 1 {
-        let old = procfs::snapshot(&launcher.workers_of(generation - 1));
-        assert_eq!(old.len(), WORKERS);
-        launcher.signal(Signal::SIGHUP);
-        assert!(
-            launcher.wait_for_log(
-                &format!("generation {generation} serving"),
-                GENERATION_DEADLINE
-            ),
-            "generation {generation} did not become ready"
+        reload_and_wait(
+            &launcher,
+            WORKERS,
+            generation,
+            GENERATION_DEADLINE + OLD_GONE_DEADLINE,
+            || {},
         );
-        let left = procfs::wait_gone(&old, OLD_GONE_DEADLINE);
         assert!(
-            left.is_empty(),
-            "generation {} pids {left:?} still run after the reload",
-            generation - 1
+            launcher
+                .log_text()
+                .contains(&format!("generation {generation} serving")),
+            "generation {generation} is in place but the log never says it is serving"
         );
         let new = launcher.workers_of(generation);
-        assert_eq!(new.len(), WORKERS, "workers: {:?}", launcher.workers());
         for &pid in &new {
             assert_eq!(procfs::env_var(pid, "LISTEN_PID"), Some(pid.to_string()));
         }
         // The old workers' listeners are closed everywhere: the launcher keeps none of them alive.
         assert!(
-            wait_until(Duration::from_secs(5), || listening_inodes(
+            wait_until(Duration::from_secs(5), || procfs::listening_inodes(
                 launcher.pid(),
                 port
             )
             .len()
                 == WORKERS),
             "after reload {generation}, {} sockets listen on port {port}, not {WORKERS}",
-            listening_inodes(launcher.pid(), port).len()
+            procfs::listening_inodes(launcher.pid(), port).len()
         );
         for _ in 0..PROBES_PER_RELOAD {
             let (answered, pid) = http_get(&addr);
@@ -216,32 +185,18 @@ fn launcher_bound_sockets_reload() {
         }
     }
 
-    let keepalive = keepalive.stop();
-    let close = close.stop();
+    let report = load.stop();
+    let (keepalive, close) = (&report.keepalive, &report.close);
     eprintln!(
         "{RELOADS} reloads; keep-alive: {} requests, {} ok, {} failures, {} retries; connection-per-request: \
          {} requests, {} ok, {} failures, {} retries",
         keepalive.requests, keepalive.ok, keepalive.failures, keepalive.retries, close.requests, close.ok,
         close.failures, close.retries
     );
-    assert_eq!(
-        keepalive.failures, 0,
-        "keep-alive loadgen failed: {}",
-        keepalive.raw
-    );
-    assert_eq!(
-        close.failures, 0,
-        "connection-per-request loadgen failed: {}",
-        close.raw
-    );
+    report.assert_no_failures();
     assert!(keepalive.ok > 0 && close.ok > 0);
     for generation in 1..=RELOADS + 1 {
-        let served = keepalive
-            .by_generation()
-            .get(&generation)
-            .copied()
-            .unwrap_or(0)
-            + close.by_generation().get(&generation).copied().unwrap_or(0);
+        let served = report.served_by(generation);
         assert!(served > 0, "no response named generation {generation}");
     }
 }

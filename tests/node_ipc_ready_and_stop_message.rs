@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::unchanged::reload_and_wait;
+use support::launcher::reload_and_wait;
 use support::*;
 
 const WORKERS: usize = 2;

@@ -6,8 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use support::procfs;
+use support::launcher::reload_and_wait;
 use support::*;
 
 const WORKERS: usize = 4;
@@ -45,37 +44,15 @@ fn reload_keeps_serving() {
     );
     assert!(launcher.wait_for_workers(WORKERS, 1, Duration::from_secs(5)));
 
-    let keepalive = Loadgen::start(&dir, "keepalive", &addr, Mode::KeepAlive, 4, &[]);
-    let close = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
-    assert!(
-        keepalive.wait_for_traffic(Duration::from_secs(10)),
-        "keep-alive loadgen got no response"
-    );
-    assert!(
-        close.wait_for_traffic(Duration::from_secs(10)),
-        "connection-per-request loadgen got no response"
-    );
+    let load = MixedLoad::start(&dir, &addr);
 
     for generation in 2..=RELOADS + 1 {
-        let old = procfs::snapshot(&launcher.workers_of(generation - 1));
-        assert_eq!(
-            old.len(),
+        reload_and_wait(
+            &launcher,
             WORKERS,
-            "generation {} should have {WORKERS} workers",
-            generation - 1
-        );
-        launcher.signal(Signal::SIGHUP);
-        assert!(
-            launcher.wait_for_workers(WORKERS, generation, GENERATION_DEADLINE),
-            "after SIGHUP #{}, the workers are {:?}, not {WORKERS} of generation {generation}",
-            generation - 1,
-            launcher.workers()
-        );
-        let left = procfs::wait_gone(&old, OLD_GONE_DEADLINE);
-        assert!(
-            left.is_empty(),
-            "generation {} pids {left:?} still run after the reload",
-            generation - 1
+            generation,
+            GENERATION_DEADLINE + OLD_GONE_DEADLINE,
+            || {},
         );
         let new = launcher.workers_of(generation);
         for _ in 0..PROBES_PER_RELOAD {
@@ -91,32 +68,18 @@ fn reload_keeps_serving() {
         }
     }
 
-    let keepalive = keepalive.stop();
-    let close = close.stop();
+    let report = load.stop();
+    let (keepalive, close) = (&report.keepalive, &report.close);
     eprintln!(
         "keep-alive: {} requests, {} ok, {} failures, {} retries; connection-per-request: {} requests, {} ok, \
          {} failures, {} retries",
         keepalive.requests, keepalive.ok, keepalive.failures, keepalive.retries, close.requests, close.ok,
         close.failures, close.retries
     );
-    assert_eq!(
-        keepalive.failures, 0,
-        "keep-alive loadgen failed: {}",
-        keepalive.raw
-    );
-    assert_eq!(
-        close.failures, 0,
-        "connection-per-request loadgen failed: {}",
-        close.raw
-    );
+    report.assert_no_failures();
     assert!(keepalive.ok > 0 && close.ok > 0);
     for generation in 1..=RELOADS + 1 {
-        let served = keepalive
-            .by_generation()
-            .get(&generation)
-            .copied()
-            .unwrap_or(0)
-            + close.by_generation().get(&generation).copied().unwrap_or(0);
+        let served = report.served_by(generation);
         assert!(
             served > 0,
             "no response named generation {generation}: keep-alive {:?}, close {:?}",

@@ -500,16 +500,7 @@ fn systemd_user_manager_reload() {
     remember(&[main_pid]);
     remember(&workers(main_pid).iter().map(|w| w.0).collect::<Vec<_>>());
 
-    let keepalive = Loadgen::start(&dir, "keepalive", &addr, Mode::KeepAlive, 4, &[]);
-    let close = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
-    assert!(
-        keepalive.wait_for_traffic(Duration::from_secs(10)),
-        "keep-alive loadgen got no response"
-    );
-    assert!(
-        close.wait_for_traffic(Duration::from_secs(10)),
-        "connection-per-request loadgen got no response"
-    );
+    let load = MixedLoad::start(&dir, &addr);
 
     for generation in 2..=RELOADS + 1 {
         let old = procfs::snapshot(
@@ -604,29 +595,15 @@ fn systemd_user_manager_reload() {
         );
     }
 
-    let keepalive = keepalive.stop();
-    let close = close.stop();
+    let report = load.stop();
+    let (keepalive, close) = (&report.keepalive, &report.close);
     eprintln!(
         "keep-alive: {} requests, {} failures, {} retries; close: {} requests, {} failures, {} retries",
         keepalive.requests, keepalive.failures, keepalive.retries, close.requests, close.failures, close.retries
     );
-    assert_eq!(
-        keepalive.failures, 0,
-        "keep-alive loadgen: {}",
-        keepalive.raw
-    );
-    assert_eq!(
-        close.failures, 0,
-        "connection-per-request loadgen: {}",
-        close.raw
-    );
+    report.assert_no_failures();
     for generation in 1..=serving {
-        let served = keepalive
-            .by_generation()
-            .get(&generation)
-            .copied()
-            .unwrap_or(0)
-            + close.by_generation().get(&generation).copied().unwrap_or(0);
+        let served = report.served_by(generation);
         assert!(served > 0, "no response from generation {generation}");
     }
 

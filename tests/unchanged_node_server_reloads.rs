@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::unchanged::reload_and_wait;
+use support::launcher::reload_and_wait;
 use support::*;
 
 const WORKERS: usize = 4;

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::unchanged::{python3, reload_and_wait, worker_listeners, Listener};
+use support::launcher::reload_and_wait;
+use support::unchanged::{python3, worker_listeners, Listener};
 use support::*;
 
 const WORKERS: usize = 4;

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::unchanged::reload_and_wait;
+use support::launcher::reload_and_wait;
 use support::*;
 
 const WORKERS: usize = 4;

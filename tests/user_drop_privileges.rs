@@ -60,24 +60,6 @@ fn status_line(pid: i32, label: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Uid of the owner of each LISTEN socket on `port` (column 8 of /proc/net/tcp), seen from `pid`'s netns.
-fn listener_owner_uids(pid: i32, port: u16) -> Vec<u32> {
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|row| {
-                    let f: Vec<&str> = row.split_whitespace().collect();
-                    let p = u16::from_str_radix(f.get(1)?.rsplit_once(':')?.1, 16).ok()?;
-                    (p == port && *f.get(3)? == "0A").then(|| f.get(7)?.parse().ok())?
-                })
-                .collect::<Vec<u32>>()
-        })
-        .collect()
-}
-
 #[test]
 fn user_drop_privileges() {
     private_netns(true);
@@ -144,7 +126,10 @@ fn user_drop_privileges() {
             assert_eq!(procfs::env_var(pid, "USER").as_deref(), Some("nobody"));
         }
         // The port is bound by the launcher (root) and served by nobody's workers.
-        let owners = listener_owner_uids(launcher.pid(), PRIVILEGED_PORT);
+        let owners: Vec<u32> = procfs::tcp_listeners(launcher.pid(), PRIVILEGED_PORT)
+            .iter()
+            .map(|l| l.uid)
+            .collect();
         assert_eq!(
             owners,
             vec![0; WORKERS],

@@ -1,6 +1,7 @@
 //! `Launcher`: the launcher binary running for one test, with its output in a log file in the test's temp
 //! dir. On drop it is stopped (SIGTERM, then SIGKILL after STOP_DEADLINE) and every process it started is
 //! SIGKILLed: they all carry the test's marker in their environment, so none can outlive the test.
+//! `reload_and_wait` is the one way tests wait for a reload: the new generation exactly, every old pid gone.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -14,7 +15,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::procfs;
-use super::{wait_until, TempDir, LAUNCHER};
+use super::{wait_for_exit, wait_until, TempDir, LAUNCHER};
 
 /// Environment variable set on the launcher (and so inherited by every worker and its descendants) to
 /// find whatever this test started, without confusing it with a recycled pid.
@@ -22,6 +23,9 @@ pub const ENV_MARKER: &str = "RPL_TEST_MARKER";
 const ENV_GENERATION: &str = "REUSEPORT_LAUNCH_GENERATION";
 /// How long the drop guard waits after SIGTERM before SIGKILL: the tests' stop timeouts are shorter.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long after the old pids are gone the launcher may take to log `reload to generation G done`
+/// (it reaps them first; on a loaded 2-core machine its loop can lag).
+const LOG_LINE_DEADLINE: Duration = Duration::from_secs(5);
 
 pub struct Launcher {
     child: Child,
@@ -154,13 +158,7 @@ impl Launcher {
     /// Waits up to `deadline` for the launcher to exit and reaps it.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
         if self.exited.is_none() {
-            let child = &mut self.child;
-            let mut status = None;
-            wait_until(deadline, || {
-                status = child.try_wait().ok().flatten();
-                status.is_some()
-            });
-            self.exited = status;
+            self.exited = wait_for_exit(&mut self.child, deadline);
         }
         self.exited
     }
@@ -221,4 +219,49 @@ impl Drop for Launcher {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Sends SIGHUP and waits until the launcher's workers are exactly `workers` of `generation`, every
+/// process of generation `generation - 1` is gone and the log says the reload is done. `on_poll` runs at
+/// every check (to sample state during the reload). Panics, naming what is missing, after `deadline`.
+pub fn reload_and_wait(
+    launcher: &Launcher,
+    workers: usize,
+    generation: u32,
+    deadline: Duration,
+    mut on_poll: impl FnMut(),
+) {
+    let old = procfs::snapshot(&launcher.workers_of(generation - 1));
+    assert_eq!(
+        old.len(),
+        workers,
+        "before reload {generation}, generation {} has {} workers, not {workers}: {:?}",
+        generation - 1,
+        old.len(),
+        launcher.workers()
+    );
+    launcher.signal(Signal::SIGHUP);
+    let done = wait_until(deadline, || {
+        on_poll();
+        let current = launcher.workers();
+        current.len() == workers
+            && current.iter().all(|&(_, g)| g == generation)
+            && !old.iter().any(|&p| procfs::still_running(p))
+    });
+    assert!(
+        done,
+        "reload to generation {generation} did not finish within {deadline:?}: workers now {:?}, old still \
+         running {:?}",
+        launcher.workers(),
+        old.iter()
+            .filter(|&&p| procfs::still_running(p))
+            .map(|p| p.pid)
+            .collect::<Vec<_>>()
+    );
+    // The launcher reaps the old processes, then says so: the line follows their exit closely.
+    let line = format!("reload to generation {generation} done");
+    assert!(
+        launcher.wait_for_log(&line, LOG_LINE_DEADLINE),
+        "the old pids are gone but the log never says `{line}`"
+    );
 }

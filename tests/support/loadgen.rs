@@ -18,6 +18,10 @@ const MAX_RUN_SECS: u32 = 300;
 const REPORT_DEADLINE: Duration = Duration::from_secs(15);
 /// Interval of loadgen's progress lines, used to see that traffic flows.
 const PROGRESS_MS: u32 = 200;
+/// How long a fresh loadgen may take to see its first response from a serving launcher.
+const TRAFFIC_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections of each loadgen in a `MixedLoad`.
+const MIXED_CONNECTIONS: u32 = 4;
 /// loadgen's per-step timeout (its default): a local request stalled for 2 s is an outage a user sees,
 /// e.g. a SYN dropped while an old listener closes (its retransmit comes after 1 s, then 3 s).
 const TIMEOUT_MS: u32 = 2_000;
@@ -189,6 +193,74 @@ impl Loadgen {
             });
         LoadgenReport::parse(line)
             .unwrap_or_else(|e| panic!("loadgen {}: bad report: {e}", self.name))
+    }
+}
+
+/// The load every reload-under-load test runs: a keep-alive and a connection-per-request loadgen on one
+/// address, 4 connections each, both seen answering before `start` returns.
+pub struct MixedLoad {
+    pub keepalive: Loadgen,
+    pub close: Loadgen,
+}
+
+impl MixedLoad {
+    pub fn start(dir: &TempDir, addr: &str) -> MixedLoad {
+        let keepalive = Loadgen::start(
+            dir,
+            "keepalive",
+            addr,
+            Mode::KeepAlive,
+            MIXED_CONNECTIONS,
+            &[],
+        );
+        let close = Loadgen::start(dir, "close", addr, Mode::Close, MIXED_CONNECTIONS, &[]);
+        assert!(
+            keepalive.wait_for_traffic(TRAFFIC_DEADLINE),
+            "keep-alive loadgen got no response"
+        );
+        assert!(
+            close.wait_for_traffic(TRAFFIC_DEADLINE),
+            "connection-per-request loadgen got no response"
+        );
+        MixedLoad { keepalive, close }
+    }
+
+    /// Stops both and returns their reports (keep-alive, connection-per-request).
+    pub fn stop(self) -> MixedReport {
+        MixedReport {
+            keepalive: self.keepalive.stop(),
+            close: self.close.stop(),
+        }
+    }
+}
+
+/// The reports of a `MixedLoad`.
+pub struct MixedReport {
+    pub keepalive: LoadgenReport,
+    pub close: LoadgenReport,
+}
+
+impl MixedReport {
+    /// Asserts that neither loadgen saw a failed request (the raw report is in the message).
+    pub fn assert_no_failures(&self) {
+        assert_eq!(
+            self.keepalive.failures, 0,
+            "keep-alive loadgen failed: {}",
+            self.keepalive.raw
+        );
+        assert_eq!(
+            self.close.failures, 0,
+            "connection-per-request loadgen failed: {}",
+            self.close.raw
+        );
+    }
+
+    /// Responses from `generation`, both loadgens together.
+    pub fn served_by(&self, generation: u32) -> u64 {
+        [&self.keepalive, &self.close]
+            .iter()
+            .map(|r| r.by_generation().get(&generation).copied().unwrap_or(0))
+            .sum()
     }
 }
 

@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 
 pub use http::{http_get, try_http_get};
 pub use launcher::Launcher;
-pub use loadgen::{Loadgen, LoadgenReport, Mode};
+pub use loadgen::{Loadgen, LoadgenReport, MixedLoad, MixedReport, Mode};
 pub use netns::private_netns;
 
 /// The launcher under test.
@@ -51,6 +51,16 @@ pub fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bo
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Waits up to `deadline` for `child` to exit and reaps it; None if it still runs.
+pub fn wait_for_exit(child: &mut Child, deadline: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(deadline, || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
 }
 
 /// A port nobody listens on yet (in a private netns any port would do; this keeps tests honest anyway).
@@ -172,13 +182,7 @@ impl ChildGuard {
     /// Waits up to `deadline` for the process to exit.
     pub fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
         if self.exited.is_none() {
-            let child = &mut self.child;
-            let mut status = None;
-            wait_until(deadline, || {
-                status = child.try_wait().ok().flatten();
-                status.is_some()
-            });
-            self.exited = status;
+            self.exited = wait_for_exit(&mut self.child, deadline);
         }
         self.exited
     }

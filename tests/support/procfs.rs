@@ -115,3 +115,49 @@ pub fn wait_gone(processes: &[Identity], deadline: Duration) -> Vec<i32> {
         .map(|p| p.pid)
         .collect()
 }
+
+/// TCP state LISTEN in /proc/net/tcp.
+const TCP_LISTEN: &str = "0A";
+
+/// One TCP socket in LISTEN state, as a row of /proc/<pid>/net/tcp{,6} shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpListen {
+    /// Owner of the socket (column 8).
+    pub uid: u32,
+    /// Socket inode (column 10), the `socket:[N]` a process's fd links to.
+    pub inode: u64,
+}
+
+/// The TCP sockets in LISTEN state on `port`, in the network namespace of process `in_netns`.
+pub fn tcp_listeners(in_netns: i32, port: u16) -> Vec<TcpListen> {
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{in_netns}/net/{t}")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|row| {
+                    let f: Vec<&str> = row.split_whitespace().collect();
+                    let local_port = f
+                        .get(1)?
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
+                    (local_port == port && *f.get(3)? == TCP_LISTEN).then(|| {
+                        Some(TcpListen {
+                            uid: f.get(7)?.parse().ok()?,
+                            inode: f.get(9)?.parse().ok()?,
+                        })
+                    })?
+                })
+                .collect::<Vec<TcpListen>>()
+        })
+        .collect()
+}
+
+/// Inodes of the TCP sockets in LISTEN state on `port`, in the network namespace of process `in_netns`.
+pub fn listening_inodes(in_netns: i32, port: u16) -> Vec<u64> {
+    tcp_listeners(in_netns, port)
+        .iter()
+        .map(|l| l.inode)
+        .collect()
+}

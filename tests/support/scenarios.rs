@@ -66,7 +66,7 @@ pub fn failed_reload_keeps_old_generation(
     reason_mentions: &[&str],
 ) {
     use super::procfs;
-    use super::{http_get, private_netns, wait_until, Loadgen, Mode};
+    use super::{http_get, private_netns, wait_until, MixedLoad};
     use nix::sys::signal::Signal;
 
     const WORKERS: usize = 4;
@@ -82,16 +82,7 @@ pub fn failed_reload_keeps_old_generation(
     let old = scripted.launcher.workers_of(1);
     let old_ids = procfs::snapshot(&old);
 
-    let keepalive = Loadgen::start(&dir, "keepalive", &addr, Mode::KeepAlive, 4, &[]);
-    let close = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
-    assert!(
-        keepalive.wait_for_traffic(Duration::from_secs(10)),
-        "keep-alive loadgen got no response"
-    );
-    assert!(
-        close.wait_for_traffic(Duration::from_secs(10)),
-        "connection-per-request loadgen got no response"
-    );
+    let load = MixedLoad::start(&dir, &addr);
 
     scripted.deploy(&dir, bad_server_args);
     scripted.launcher.signal(Signal::SIGHUP);
@@ -154,20 +145,11 @@ pub fn failed_reload_keeps_old_generation(
     );
     assert_eq!(http_get(&addr).0, 3);
 
-    let keepalive = keepalive.stop();
-    let close = close.stop();
+    let report = load.stop();
+    let (keepalive, close) = (&report.keepalive, &report.close);
     eprintln!(
         "keep-alive: {} ok, {} failures, {} retries; connection-per-request: {} ok, {} failures, {} retries",
         keepalive.ok, keepalive.failures, keepalive.retries, close.ok, close.failures, close.retries
     );
-    assert_eq!(
-        keepalive.failures, 0,
-        "keep-alive loadgen failed: {}",
-        keepalive.raw
-    );
-    assert_eq!(
-        close.failures, 0,
-        "connection-per-request loadgen failed: {}",
-        close.raw
-    );
+    report.assert_no_failures();
 }
