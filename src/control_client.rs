@@ -104,7 +104,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     match run(name.as_deref(), &request, timeout) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {
-            eprintln!("reuseport-launch: error: {message}");
+            crate::report_error(message);
             ExitCode::from(code)
         }
     }

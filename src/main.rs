@@ -23,6 +23,7 @@ mod supervisor;
 mod sysctl;
 mod systemd;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -35,6 +36,11 @@ const EXIT_RUNTIME_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_PROGRAM_NOT_FOUND: u8 = 3;
 const EXIT_START_FAILED: u8 = 4;
+
+/// Prints `reuseport-launch: error: MESSAGE` on stderr; a closed stderr is not worth a panic.
+pub fn report_error(message: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "reuseport-launch: error: {message}");
+}
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -49,7 +55,7 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
-            eprintln!("hint: reuseport-launch [OPTIONS] -- PROGRAM [ARGS]...; see reuseport-launch --help");
+            let _ = writeln!(std::io::stderr(), "hint: reuseport-launch [OPTIONS] -- PROGRAM [ARGS]...; see reuseport-launch --help");
             return ExitCode::from(EXIT_USAGE);
         }
         Err(e) => {
@@ -60,7 +66,7 @@ fn main() -> ExitCode {
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("reuseport-launch: error: {e}");
+            report_error(&e);
             return ExitCode::from(match e {
                 ConfigError::Program(_) => EXIT_PROGRAM_NOT_FOUND,
                 ConfigError::BadValue(_) => EXIT_USAGE,
@@ -74,14 +80,14 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Outcome::StartFailed(reason)) => {
-            eprintln!(
-                "reuseport-launch: error: generation 1 could not get ready: {reason}. Check the worker's own \
-                 output above, that it listens and sends READY=1 to $NOTIFY_SOCKET, or raise --ready-timeout"
-            );
+            report_error(format!(
+                "generation 1 could not get ready: {reason}. Check the worker's own output above, that it \
+                 listens and sends READY=1 to $NOTIFY_SOCKET, or raise --ready-timeout"
+            ));
             ExitCode::from(EXIT_START_FAILED)
         }
         Err(message) => {
-            eprintln!("reuseport-launch: error: {message}");
+            report_error(message);
             ExitCode::from(EXIT_RUNTIME_ERROR)
         }
     }
