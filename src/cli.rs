@@ -128,12 +128,7 @@ pub struct Args {
     pub quiet: u8,
 
     /// The server to run in every worker, and its arguments
-    #[arg(
-        value_name = "PROGRAM",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "PROGRAM", required = true, trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }
 
@@ -236,12 +231,6 @@ impl Config {
         };
         let mut command = args.command.into_iter();
         let given = command.next().ok_or_else(|| bad("PROGRAM is missing"))?;
-        if given.to_string_lossy().starts_with('-') {
-            return Err(bad(&format!(
-                "unknown option {}; see reuseport-launch --help (for a PROGRAM whose name starts with '-', write ./-name)",
-                given.to_string_lossy()
-            )));
-        }
         let program = resolve_program(&given)?;
         let name = match args.name {
             Some(name) => name,
