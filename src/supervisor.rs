@@ -204,6 +204,46 @@ impl Supervisor {
             .collect()
     }
 
+    /// PROGRAM with the worker's environment: the launcher's own service-manager variables removed,
+    /// slot, generation and notify socket added, plus the socket-activation and user variables.
+    fn worker_command(&self, generation: u32, slot: usize) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for name in LAUNCHER_ONLY_ENV {
+            command.env_remove(name);
+        }
+        command
+            .env(ENV_WORKER, slot.to_string())
+            .env(ENV_GENERATION, generation.to_string())
+            .env(ENV_NOTIFY_SOCKET, &self.notify_socket);
+        if !self.listen.is_empty() {
+            command
+                .env(listen::ENV_LISTEN_FDS, self.listen.len().to_string())
+                .env(listen::ENV_LISTEN_PID, listen::LISTEN_PID_PLACEHOLDER)
+                .env(listen::ENV_LISTEN_FDNAMES, &self.fd_names);
+            if let [only] = self.listen[..] {
+                command.env(listen::ENV_PORT, only.port().to_string());
+            }
+        }
+        if let Some(user) = self.run_as.as_ref().and_then(|r| r.user.as_ref()) {
+            command
+                .env("USER", &user.name)
+                .env("LOGNAME", &user.name)
+                .env("HOME", &user.dir);
+        }
+        if self.node_ipc {
+            command
+                .env(node_ipc::ENV_CHANNEL_FD, self.ipc_fd().to_string())
+                .env(node_ipc::ENV_SERIALIZATION, "json");
+        }
+        command
+    }
+
+    /// The Node IPC channel's fd number in a worker: right after the --listen sockets.
+    fn ipc_fd(&self) -> RawFd {
+        listen::LISTEN_FDS_START + self.listen.len() as RawFd
+    }
+
     fn watch(&mut self, worker: Pid) -> Option<&mut BindWatch> {
         self.watches.iter_mut().find(|w| w.worker() == worker)
     }
@@ -226,32 +266,9 @@ impl Supervisor {
 
 impl Processes for Supervisor {
     fn spawn(&mut self, generation: u32, slot: usize) -> io::Result<Pid> {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args);
-        for name in LAUNCHER_ONLY_ENV {
-            command.env_remove(name);
-        }
-        command
-            .env(ENV_WORKER, slot.to_string())
-            .env(ENV_GENERATION, generation.to_string())
-            .env(ENV_NOTIFY_SOCKET, &self.notify_socket);
         let sockets = listen::open_for_worker(&self.listen)?;
         let socket_fds: Vec<RawFd> = sockets.iter().map(|s| s.as_raw_fd()).collect();
-        if !sockets.is_empty() {
-            command
-                .env(listen::ENV_LISTEN_FDS, sockets.len().to_string())
-                .env(listen::ENV_LISTEN_PID, listen::LISTEN_PID_PLACEHOLDER)
-                .env(listen::ENV_LISTEN_FDNAMES, &self.fd_names);
-            if let [only] = self.listen[..] {
-                command.env(listen::ENV_PORT, only.port().to_string());
-            }
-        }
-        if let Some(user) = self.run_as.as_ref().and_then(|r| r.user.as_ref()) {
-            command
-                .env("USER", &user.name)
-                .env("LOGNAME", &user.name)
-                .env("HOME", &user.dir);
-        }
+        let mut command = self.worker_command(generation, slot);
         let ids = self
             .run_as
             .as_ref()
@@ -262,11 +279,7 @@ impl Processes for Supervisor {
             Some(listen::PreparedExec::from_command(&command)?)
         };
         let ipc = if self.node_ipc {
-            let target = 3 + self.listen.len() as RawFd;
-            command
-                .env(node_ipc::ENV_CHANNEL_FD, target.to_string())
-                .env(node_ipc::ENV_SERIALIZATION, "json");
-            Some((node_ipc::Pending::new()?, target))
+            Some((node_ipc::Pending::new()?, self.ipc_fd()))
         } else {
             None
         };
