@@ -191,6 +191,8 @@ pub struct WorkerRow {
     /// Restarts of this slot in the active generation.
     pub restarts: u32,
     pub ready_after: Option<Duration>,
+    /// The worker's last STATUS= line.
+    pub status: Option<String>,
 }
 
 pub struct Launcher {
@@ -529,6 +531,7 @@ impl Launcher {
                     0
                 },
                 ready_after: w.ready_after,
+                status: w.status.clone(),
             })
             .collect();
         workers.sort_by_key(|w| (w.generation, w.slot, w.pid));

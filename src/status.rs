@@ -58,14 +58,15 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
         .iter()
         .map(|w| {
             format!(
-                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{}}}"#,
+                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{}}}"#,
                 w.generation,
                 w.slot,
                 w.pid,
                 w.state,
                 w.uptime.as_millis(),
                 w.restarts,
-                w.ready_after.map_or_else(|| "null".to_string(), |d| d.as_millis().to_string())
+                                w.ready_after.map_or_else(|| "null".to_string(), |d| d.as_millis().to_string()),
+                w.status.as_deref().map_or_else(|| "null".to_string(), json_string)
             )
         })
         .collect();
