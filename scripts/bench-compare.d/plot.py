@@ -2,7 +2,7 @@
 """scripts/bench-compare.d/plot.py — the timeline plot of scripts/bench-compare, as a hand-written SVG
 (standard library only: no matplotlib to install).
 
-    python3 plot.py OUT.svg LABEL TIMELINE RELOADS [LABEL TIMELINE RELOADS]...
+    python3 plot.py OUT.svg TITLE LABEL TIMELINE RELOADS [LABEL TIMELINE RELOADS]...
 
 TIMELINE is loadgen's stderr with --progress-ms 1000: one {"t_ms","ok","failures"} JSON line per second
 (other lines are skipped). RELOADS holds one number a line: when a reload was triggered, in ms since loadgen
@@ -13,7 +13,7 @@ import json
 import sys
 from html import escape
 
-COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 WIDTH, LEFT, RIGHT = 900, 70, 20
 PANEL_H, TOP, GAP, TICK_ROW = 220, 40, 50, 12
 
@@ -42,9 +42,9 @@ def nice_max(v):
 
 
 def main():
-    out, rest = sys.argv[1], sys.argv[2:]
-    if not rest or len(rest) % 3:
-        sys.exit("usage: plot.py OUT.svg LABEL TIMELINE RELOADS [LABEL TIMELINE RELOADS]...")
+    if len(sys.argv) < 6 or (len(sys.argv) - 3) % 3:
+        sys.exit("usage: plot.py OUT.svg TITLE LABEL TIMELINE RELOADS [LABEL TIMELINE RELOADS]...")
+    out, title, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
     setups = [(rest[i], read_timeline(rest[i + 1]), read_reloads(rest[i + 2])) for i in range(0, len(rest), 3)]
     t_max = max([p[0] for _, pts, _ in setups for p in pts] + [1])
     ok_max = nice_max(max([p[1] for _, pts, _ in setups for p in pts] + [1]))
@@ -57,8 +57,7 @@ def main():
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
-           f'<text x="{LEFT}" y="20" font-size="14">keep-alive load (loadgen, 1 s intervals), '
-           f'a reload every 3 s: requests/s and failed requests/s</text>']
+           f'<text x="{LEFT}" y="20" font-size="14">{escape(title)}: requests/s and failed requests/s</text>']
 
     def panel(y0, vmax, title, idx):
         y = lambda v: y0 + PANEL_H - PANEL_H * v / vmax

@@ -8,6 +8,10 @@
 //! Shape: C client threads send sequential `GET /` requests; the main thread waits on a signal self-pipe until
 //! the duration ends or SIGINT/SIGTERM arrives, prints per-interval progress to stderr, then joins the threads
 //! (each finishes the request it has in flight) and prints one JSON report line on stdout.
+//!
+//! Reload marks: SIGUSR1 says "a reload has started", SIGUSR2 "it is over" (a benchmark sends them at its
+//! SIGHUP and when the old generation is gone). A request that starts or ends between the two counts in
+//! the `reload_*` latencies of the report, every other one in the `steady_*` ones.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 
 /// Writes one line to stderr, ignoring errors: a closed stderr (a vanished log pipe) must not panic the process.
 macro_rules! say {
@@ -173,11 +177,13 @@ impl Stop {
     }
 }
 
-/// Counts the main thread reads for progress lines while the client threads run.
+/// Counts the main thread reads for progress lines while the client threads run, and the reload mark.
 #[derive(Default)]
 struct Live {
     ok: AtomicU64,
     failures: AtomicU64,
+    /// Between a SIGUSR1 and the next SIGUSR2: a reload is under way.
+    reloading: AtomicBool,
 }
 
 /// Latencies in microseconds, bucketed: exact below 64 µs, then 32 buckets per power of two (under 3% error),
@@ -217,9 +223,13 @@ impl Histogram {
             .for_each(|(a, b)| *a += b);
     }
 
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
     /// The value at quantile `q` (0..=1), as the middle of its bucket; 0 when empty.
     fn quantile(&self, q: f64) -> u64 {
-        let total: u64 = self.counts.iter().sum();
+        let total = self.total();
         let rank = ((q * total as f64).ceil() as u64).max(1);
         let mut seen = 0;
         for (index, &count) in self.counts.iter().enumerate() {
@@ -247,6 +257,9 @@ struct Stats {
     /// pid -> (generation, responses)
     by_pid: HashMap<i32, (u32, u64)>,
     latency_us: Histogram,
+    /// The same latencies split by the reload marks.
+    steady_latency_us: Histogram,
+    reload_latency_us: Histogram,
 }
 
 impl Stats {
@@ -259,6 +272,8 @@ impl Stats {
             kinds,
             by_pid: HashMap::new(),
             latency_us: Histogram::new(),
+            steady_latency_us: Histogram::new(),
+            reload_latency_us: Histogram::new(),
         }
     }
 
@@ -275,6 +290,17 @@ impl Stats {
             entry.1 += count;
         }
         self.latency_us.merge(&other.latency_us);
+        self.steady_latency_us.merge(&other.steady_latency_us);
+        self.reload_latency_us.merge(&other.reload_latency_us);
+    }
+
+    fn record_latency(&mut self, micros: u64, during_reload: bool) {
+        self.latency_us.record(micros);
+        if during_reload {
+            self.reload_latency_us.record(micros);
+        } else {
+            self.steady_latency_us.record(micros);
+        }
     }
 }
 
@@ -308,6 +334,7 @@ fn run(args: &Args) -> Result<(), String> {
         wake: Condvar::new(),
     });
     let live = Arc::new(Live::default());
+    register_reload_marks(&live)?;
     let start = Instant::now();
     let mut clients = Vec::new();
     for index in 0..args.connections {
@@ -336,6 +363,18 @@ fn run(args: &Args) -> Result<(), String> {
         );
     }
     let _ = writeln!(io::stdout(), "{}", report(&total, start.elapsed()));
+    Ok(())
+}
+
+/// SIGUSR1 sets the reload mark, SIGUSR2 clears it (an atomic store: async-signal-safe).
+fn register_reload_marks(live: &Arc<Live>) -> Result<(), String> {
+    for (signal, reloading) in [(SIGUSR1, true), (SIGUSR2, false)] {
+        let live = Arc::clone(live);
+        let action = move || live.reloading.store(reloading, Ordering::SeqCst);
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+        unsafe { signal_hook::low_level::register(signal, action) }
+            .map_err(|e| format!("unable to install the handler of signal {signal}: {e}"))?;
+    }
     Ok(())
 }
 
@@ -394,7 +433,7 @@ fn report(total: &Stats, elapsed: Duration) -> String {
         .collect();
     let rps = total.ok as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
     format!(
-        r#"{{"requests":{},"ok":{},"failures":{},"retries":{},"failure_kinds":{{{}}},"by_pid":{{{}}},"duration_ms":{},"rps":{rps:.1},"p50_us":{},"p99_us":{}}}"#,
+        r#"{{"requests":{},"ok":{},"failures":{},"retries":{},"failure_kinds":{{{}}},"by_pid":{{{}}},"duration_ms":{},"rps":{rps:.1},"p50_us":{},"p99_us":{},"steady_requests":{},"steady_p50_us":{},"steady_p99_us":{},"reload_requests":{},"reload_p50_us":{},"reload_p99_us":{}}}"#,
         total.ok + total.failures,
         total.ok,
         total.failures,
@@ -404,6 +443,12 @@ fn report(total: &Stats, elapsed: Duration) -> String {
         elapsed.as_millis(),
         total.latency_us.quantile(0.50),
         total.latency_us.quantile(0.99),
+        total.steady_latency_us.total(),
+        total.steady_latency_us.quantile(0.50),
+        total.steady_latency_us.quantile(0.99),
+        total.reload_latency_us.total(),
+        total.reload_latency_us.quantile(0.50),
+        total.reload_latency_us.quantile(0.99),
     )
 }
 
@@ -441,12 +486,14 @@ impl Client {
     fn run(mut self, stop: &Stop, live: &Live) -> Stats {
         while !stop.is_set() {
             let started = Instant::now();
+            let started_in_reload = live.reloading.load(Ordering::SeqCst);
             match self.request_with_retry() {
                 Ok(response) if (200..300).contains(&response.status) => {
                     self.stats.ok += 1;
                     live.ok.fetch_add(1, Ordering::SeqCst);
                     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    self.stats.latency_us.record(micros);
+                    let during_reload = started_in_reload || live.reloading.load(Ordering::SeqCst);
+                    self.stats.record_latency(micros, during_reload);
                     if let Some(pid) = response.pid {
                         self.stats
                             .by_pid
