@@ -2,12 +2,13 @@
 """scripts/bench-compare.d/plot.py — the timeline plot of scripts/bench-compare, as a hand-written SVG
 (standard library only: no matplotlib to install).
 
-    python3 plot.py OUT.svg TITLE LABEL TIMELINE RELOADS [LABEL TIMELINE RELOADS]...
+    python3 plot.py OUT.svg TITLE LABEL TIMELINE WINDOWS [LABEL TIMELINE WINDOWS]...
 
 TIMELINE is loadgen's stderr with --progress-ms 1000: one {"t_ms","ok","failures"} JSON line per second
-(other lines are skipped). RELOADS holds one number a line: when a reload was triggered, in ms since loadgen
-started. Two panels share the time axis: requests/s (top) and failed requests/s (bottom), one line per setup;
-each setup's reload moments are ticks in its colour under the bottom panel.
+(other lines are skipped). WINDOWS holds one reload window a line: "opened closed", in ms since loadgen
+started (from the SIGHUP until the replaced workers are gone). Two panels share the time axis: requests/s
+(top) and failed requests/s (bottom), one line per setup; each setup's reload windows are bars in its colour
+under the bottom panel.
 """
 import json
 import sys
@@ -29,9 +30,9 @@ def read_timeline(path):
     return points
 
 
-def read_reloads(path):
+def read_windows(path):
     with open(path) as f:
-        return [int(x) / 1000.0 for x in f.read().split()]
+        return [(int(a) / 1000.0, int(b) / 1000.0) for a, b in (line.split() for line in f if line.strip())]
 
 
 def nice_max(v):
@@ -43,9 +44,9 @@ def nice_max(v):
 
 def main():
     if len(sys.argv) < 6 or (len(sys.argv) - 3) % 3:
-        sys.exit("usage: plot.py OUT.svg TITLE LABEL TIMELINE RELOADS [LABEL TIMELINE RELOADS]...")
+        sys.exit("usage: plot.py OUT.svg TITLE LABEL TIMELINE WINDOWS [LABEL TIMELINE WINDOWS]...")
     out, title, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
-    setups = [(rest[i], read_timeline(rest[i + 1]), read_reloads(rest[i + 2])) for i in range(0, len(rest), 3)]
+    setups = [(rest[i], read_timeline(rest[i + 1]), read_windows(rest[i + 2])) for i in range(0, len(rest), 3)]
     t_max = max([p[0] for _, pts, _ in setups for p in pts] + [1])
     ok_max = nice_max(max([p[1] for _, pts, _ in setups for p in pts] + [1]))
     fail_max = nice_max(max([p[2] for _, pts, _ in setups for p in pts] + [1]))
@@ -57,7 +58,7 @@ def main():
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{WIDTH}" height="{height}" fill="white"/>',
-           f'<text x="{LEFT}" y="20" font-size="14">{escape(title)}: requests/s and failed requests/s</text>']
+           f'<text x="{LEFT}" y="20" font-size="14">{escape(title)}</text>']
 
     def panel(y0, vmax, title, idx):
         y = lambda v: y0 + PANEL_H - PANEL_H * v / vmax
@@ -76,17 +77,18 @@ def main():
     panel(TOP, ok_max, "requests/s", 1)  # a timeline point is (t_s, ok, failures)
     panel(TOP + PANEL_H + GAP, fail_max, "failed requests/s", 2)
     base = TOP + 2 * PANEL_H + GAP
-    for n, (label, _, reloads) in enumerate(setups):
+    for n, (label, _, windows) in enumerate(setups):
         colour = COLOURS[n % len(COLOURS)]
         ty = base + 6 + TICK_ROW * n
-        for t in reloads:
-            if t <= t_max:
-                svg.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{ty}" y2="{ty + TICK_ROW - 3}" '
-                           f'stroke="{colour}" stroke-width="2"/>')
+        for opened, closed in windows:
+            if opened <= t_max:
+                width = max(x(min(closed, t_max)) - x(opened), 2)
+                svg.append(f'<rect x="{x(opened):.1f}" y="{ty}" width="{width:.1f}" height="{TICK_ROW - 3}" '
+                           f'fill="{colour}"/>')
     for s in range(0, int(t_max) + 1, 2):
         svg.append(f'<text x="{x(s):.1f}" y="{base + ticks_h + 22}" text-anchor="middle">{s}</text>')
     svg.append(f'<text x="{LEFT + plot_w / 2}" y="{base + ticks_h + 38}" text-anchor="middle">'
-               f'seconds (ticks under the plot: reloads triggered)</text>')
+               f'seconds (bars under the plot: each setup\'s reloads, from SIGHUP to the old workers gone)</text>')
     for n, (label, _, _) in enumerate(setups):
         colour = COLOURS[n % len(COLOURS)]
         ly = legend_y + 16 * n
