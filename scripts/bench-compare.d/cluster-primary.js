@@ -31,6 +31,9 @@ function stopWorker(worker) {
 function forkListening() {
     return new Promise((resolve, reject) => {
         const worker = cluster.fork();
+        // Sending 'shutdown' or disconnecting races the worker's own exit: the IPC channel's EPIPE comes as
+        // an 'error' event, which would end the primary if nothing listened for it.
+        worker.on('error', (err) => log(`worker pid ${worker.process.pid}: ${err.message}`));
         const timer = setTimeout(() => reject(new Error('no listening in time')), LISTEN_TIMEOUT_MS);
         worker.once('listening', () => { clearTimeout(timer); resolve(worker); });
         worker.once('exit', (code, signal) => {
