@@ -80,9 +80,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Outcome::StartFailed(reason)) => {
+            let injection_off = if config.inject {
+                ""
+            } else {
+                ". With --no-inject every worker must set SO_REUSEPORT itself: if the worker's output \
+                 says \"Address already in use\", it does not, and dropping --no-inject lets the launcher set it"
+            };
             report_error(format!(
                 "generation 1 could not get ready: {reason}. Check the worker's own output above, that it \
-                 listens and sends READY=1 to $NOTIFY_SOCKET, or raise --ready-timeout"
+                 listens and sends READY=1 to $NOTIFY_SOCKET, or raise --ready-timeout{injection_off}"
             ));
             ExitCode::from(EXIT_START_FAILED)
         }

@@ -63,6 +63,10 @@ fn without_injection_the_second_worker_cannot_bind() {
         error.contains("worker ") && error.contains("exited"),
         "the error does not name the worker that exited: {error}"
     );
+    assert!(
+        error.contains("With --no-inject every worker must set SO_REUSEPORT itself"),
+        "the error does not point at --no-inject: {error}"
+    );
 }
 
 #[test]
