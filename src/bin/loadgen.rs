@@ -88,9 +88,10 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
 /// Why a request failed; the report counts each kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum FailureKind {
-    /// Connecting failed: refused, reset or timed out.
+    /// Connecting failed: refused or timed out (no listener took the connection).
     Connect,
-    /// The connection was reset (or the write hit EPIPE) before a complete response.
+    /// The connection was reset (or the write hit EPIPE) before a complete response, also when the reset
+    /// came while connect(2) was still waiting for the handshake.
     Reset,
     /// Writing the request or waiting for response bytes took longer than --timeout-ms.
     Timeout,
@@ -538,8 +539,12 @@ impl Client {
     fn attempt(&mut self) -> Result<Response, Broken> {
         let mut stream = match self.connection.take() {
             Some(stream) => stream,
-            None => self.connect().map_err(|_| Broken {
-                kind: FailureKind::Connect,
+            None => self.connect().map_err(|e| Broken {
+                kind: if e.kind() == io::ErrorKind::ConnectionReset {
+                    FailureKind::Reset
+                } else {
+                    FailureKind::Connect
+                },
                 before_response: true,
             })?,
         };
