@@ -4,7 +4,7 @@
 //! uses no CPU.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -35,8 +35,9 @@ const HANDLED_SIGNALS: &[Signal] = &[
     Signal::SIGTTOU,
 ];
 
-/// How often a starting worker is checked for a listening socket (`--ready listen|auto`); only while
-/// some worker is starting, so an idle launcher still never wakes up.
+/// How often starting workers are checked for a listening socket (`--ready listen|auto`); only while
+/// some worker is starting, so an idle launcher still never wakes up. Not more often either: a check
+/// costs a syscall per starting worker.
 const LISTEN_PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Everything the loop owns besides the decisions.
@@ -79,6 +80,8 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     };
     let mut launcher = Launcher::new(policy, now);
     launcher.start(&mut io.supervisor, now);
+    // When starting workers are next checked for a listening socket; None: on the next round.
+    let mut probe_due: Option<Instant> = None;
 
     loop {
         for announcement in launcher.take_announcements() {
@@ -88,21 +91,24 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         if let Phase::Finished(outcome) = launcher.phase() {
             return Ok(outcome.clone());
         }
-        let (listening, probe_again) = io.supervisor.probe_listening(&launcher.starting_workers());
-        for pid in listening {
-            launcher.on_listening(&mut io.supervisor, pid, Instant::now());
+        if probe_due.is_none_or(|due| due <= Instant::now()) {
+            let (listening, probe_again) =
+                io.supervisor.probe_listening(&launcher.starting_workers());
+            for pid in listening {
+                launcher.on_listening(&mut io.supervisor, pid, Instant::now());
+            }
+            probe_due = probe_again.then(|| Instant::now() + LISTEN_PROBE_INTERVAL);
         }
-        let probe = probe_again.then(|| Instant::now() + LISTEN_PROBE_INTERVAL);
         let deadline = [
             launcher.next_deadline(),
             io.control.next_deadline(),
             io.manager.next_deadline(),
-            probe,
+            probe_due,
         ]
         .into_iter()
         .flatten()
         .min();
-        wait(&io, deadline).map_err(|e| format!("poll failed: {e}"))?;
+        let readable = wait(&io, deadline).map_err(|e| format!("poll failed: {e}"))?;
         let now = Instant::now();
 
         for signal in io.signals.drain() {
@@ -123,7 +129,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
                 _ => {}
             }
         }
-        io.supervisor.handle_binds();
+        io.supervisor.handle_binds(&readable);
         for (pid, reason) in io.supervisor.reap() {
             launcher.on_exit(&mut io.supervisor, pid, reason, now);
         }
@@ -134,7 +140,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             ready: true,
             ..NotifyMessage::default()
         };
-        for pid in io.supervisor.read_ipc() {
+        for pid in io.supervisor.read_ipc(&readable) {
             launcher.on_notify(&mut io.supervisor, pid, &ready, now);
         }
         io.control.serve(&mut launcher, &mut io.supervisor, now);
@@ -168,8 +174,10 @@ fn deliver(launcher: &mut Launcher, supervisor: &mut Supervisor, received: Recei
     }
 }
 
-/// Sleeps until a signal, a notify datagram, a control client or the deadline.
-fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<()> {
+/// Sleeps until a signal, a notify datagram, a control client, a worker's bind or IPC message, or the
+/// deadline. Returns the descriptors that are readable (or hung up), so that per-worker sources are
+/// only read when they have something: a round costs O(ready sources), not O(workers).
+fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<Vec<RawFd>> {
     let timeout = match deadline {
         None => PollTimeout::NONE,
         Some(at) => {
@@ -190,7 +198,12 @@ fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<()> {
         .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
         .collect();
     match poll(&mut fds, timeout) {
-        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Ok(_) => Ok(fds
+            .iter()
+            .filter(|fd| fd.any() == Some(true))
+            .map(|fd| fd.as_fd().as_raw_fd())
+            .collect()),
+        Err(nix::errno::Errno::EINTR) => Ok(Vec::new()),
         Err(e) => Err(e.into()),
     }
 }

@@ -155,11 +155,12 @@ impl Supervisor {
         self.watches.iter().map(|w| w.as_fd()).collect()
     }
 
-    /// Answers the workers' pending bind notifications.
-    pub fn handle_binds(&mut self) {
-        for watch in &mut self.watches {
-            watch.handle_binds();
-        }
+    /// Answers the pending bind notifications of the workers whose seccomp descriptor is in `readable`.
+    pub fn handle_binds(&mut self, readable: &[RawFd]) {
+        self.watches
+            .iter_mut()
+            .filter(|watch| readable.contains(&watch.as_fd().as_raw_fd()))
+            .for_each(BindWatch::handle_binds);
     }
 
     /// Which of the `starting` workers now listen. The flag says whether some starting worker still
@@ -196,11 +197,13 @@ impl Supervisor {
         self.ipc.iter().map(|c| c.as_fd()).collect()
     }
 
-    /// Workers that sent `process.send('ready')` since the last call.
-    pub fn read_ipc(&mut self) -> Vec<Pid> {
+    /// Workers that sent `process.send('ready')` since the last call, among those whose IPC channel is
+    /// in `readable`.
+    pub fn read_ipc(&mut self, readable: &[RawFd]) -> Vec<Pid> {
         self.ipc
             .iter_mut()
-            .filter_map(|c| c.read_ready().then(|| c.worker()))
+            .filter(|channel| readable.contains(&channel.as_fd().as_raw_fd()))
+            .filter_map(|channel| channel.read_ready().then(|| channel.worker()))
             .collect()
     }
 
