@@ -159,7 +159,7 @@ impl Supervisor {
     pub fn handle_binds(&mut self, readable: &[RawFd]) {
         self.watches
             .iter_mut()
-            .filter(|watch| readable.contains(&watch.as_fd().as_raw_fd()))
+            .filter(|watch| is_ready(*watch, readable))
             .for_each(BindWatch::handle_binds);
     }
 
@@ -202,7 +202,7 @@ impl Supervisor {
     pub fn read_ipc(&mut self, readable: &[RawFd]) -> Vec<Pid> {
         self.ipc
             .iter_mut()
-            .filter(|channel| readable.contains(&channel.as_fd().as_raw_fd()))
+            .filter(|channel| is_ready(*channel, readable))
             .filter_map(|channel| channel.read_ready().then(|| channel.worker()))
             .collect()
     }
@@ -420,6 +420,11 @@ impl Processes for Supervisor {
             watch.release_sockets();
         }
     }
+}
+
+/// Whether poll reported `source` readable (or hung up) in this round.
+fn is_ready(source: &impl AsFd, readable: &[RawFd]) -> bool {
+    readable.contains(&source.as_fd().as_raw_fd())
 }
 
 fn reap_children() -> Vec<(Pid, ExitReason)> {
