@@ -1,7 +1,14 @@
-//! The one event loop. Each wake-up does the same steps in the same order: drain signals -> reap
-//! children -> read notify messages -> serve the control socket -> fire due timers -> pass on
-//! announcements. The poll timeout is the nearest deadline, so an idle launcher sleeps in poll(2) and
-//! uses no CPU.
+//! The one event loop, on top of the layers: it owns the kernel-side objects (kernel/), the operator-side
+//! ones (operator/) and the decisions (launcher/), and is the only place that connects them. Each
+//! wake-up does the same steps in the same order: drain signals -> reap children -> read notify
+//! messages -> serve the control socket -> fire due timers -> pass on announcements. The poll timeout
+//! is the nearest deadline, so an idle launcher sleeps in poll(2) and uses no CPU.
+//!
+//! Adding an event source (a socket, a pidfd, a timer of some mechanism) takes three small edits:
+//! 1. own it in `Io` below (built in `run`, before the first worker is spawned);
+//! 2. add its descriptor(s) to `wait`'s poll set, and its deadline, if it has one, to the `deadline` list;
+//! 3. in the loop, when `readable` contains its descriptor, read it and hand what it says to one
+//!    `Launcher` method (a new `on_...` in launcher/ if no existing one fits) — never decide here.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -12,17 +19,14 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::cli::Config;
-use crate::control::ControlServer;
-use crate::inject;
-
-use crate::notify::{NotifyMessage, NotifySocket, Received};
-use crate::process_tree;
-use crate::signals::SignalPipe;
-use crate::state::{Launcher, Outcome, Phase, Policy};
-use crate::supervisor::Supervisor;
-use crate::sysctl;
-use crate::systemd::ServiceManager;
+use crate::kernel::notify_socket::{self, NotifySocket, Received};
+use crate::kernel::signals::SignalPipe;
+use crate::kernel::supervisor::Supervisor;
+use crate::kernel::{inject, listen, process_tree, sysctl};
+use crate::launcher::{Launcher, NotifyMessage, Outcome, Phase};
+use crate::operator::cli::Config;
+use crate::operator::control::ControlServer;
+use crate::operator::systemd::ServiceManager;
 
 /// Signals the launcher acts on. SIGCHLD only wakes the loop; reaping happens on every round.
 /// SIGTTIN/SIGTTOU scale by one worker up/down, as in einhorn and unicorn.
@@ -55,30 +59,21 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             format!("SO_REUSEPORT injection is unavailable: {e}. Run with --no-inject if the server sets SO_REUSEPORT itself")
         })?;
     }
-    crate::listen::check_available(&config.listen)?;
+    listen::check_available(&config.listen)?;
     let now = Instant::now();
     let signals = SignalPipe::install(HANDLED_SIGNALS)
         .map_err(|e| format!("unable to install signal handlers: {e}"))?;
     let notify = NotifySocket::bind()
         .map_err(|e| format!("unable to create the workers' notify socket: {e}"))?;
     let mut io = Io {
-        supervisor: Supervisor::new(config, notify.path().to_path_buf())?,
+        supervisor: Supervisor::new(config.worker_spec(), notify.path().to_path_buf())?,
         control: ControlServer::bind(&config.name).map_err(|e| e.to_string())?,
         manager: ServiceManager::from_env(config.stop_timeout, now),
         signals,
         notify,
     };
     sysctl::warn_if_migrate_req_off();
-    let policy = Policy {
-        workers: config.workers,
-        ready_timeout: config.ready_timeout,
-        stop_timeout: config.stop_timeout,
-        stop_signal: config.stop_signal,
-        watchdog: config.watchdog,
-        ready: config.ready,
-        drain: config.drain,
-    };
-    let mut launcher = Launcher::new(policy, now);
+    let mut launcher = Launcher::new(config.policy(), now);
     launcher.start(&mut io.supervisor, now);
     // When starting workers are next checked for a listening socket; None: on the next round.
     let mut probe_due: Option<Instant> = None;
@@ -164,7 +159,7 @@ fn deliver(launcher: &mut Launcher, supervisor: &mut Supervisor, received: Recei
         Received::Oversized { sender } => warn!(
             "dropped oversized notify message from pid {}: more than {} bytes",
             show(sender),
-            crate::notify::MAX_MESSAGE_BYTES
+            notify_socket::MAX_MESSAGE_BYTES
         ),
         Received::Malformed { sender, why } => warn!(
             "dropped malformed notify message from pid {}: {why}",

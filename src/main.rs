@@ -2,45 +2,26 @@
 //! on SIGHUP without refusing a connection. This file maps the outcome to an exit code; the event loop
 //! (event_loop.rs) does the work.
 
-mod backoff;
-mod cli;
-mod connections;
-mod control;
-mod control_client;
 mod event_loop;
-mod inject;
-mod listen;
-
-mod logging;
-mod node_ipc;
-
-mod notify;
-mod process_tree;
-mod signals;
-mod state;
-mod status;
-mod supervisor;
-mod sysctl;
-mod systemd;
+mod kernel;
+mod launcher;
+mod operator;
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Config, ConfigError};
-use crate::state::Outcome;
+use crate::launcher::Outcome;
+use crate::operator::cli::{self, Config, ConfigError};
+use crate::operator::control_client;
+use crate::operator::logging::{self, report_error};
 
 /// Exit codes, documented in the README.
 const EXIT_RUNTIME_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_PROGRAM_NOT_FOUND: u8 = 3;
 const EXIT_START_FAILED: u8 = 4;
-
-/// Prints `reuseport-launch: error: MESSAGE` on stderr; a closed stderr is not worth a panic.
-pub fn report_error(message: impl std::fmt::Display) {
-    let _ = writeln!(std::io::stderr(), "reuseport-launch: error: {message}");
-}
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();

@@ -40,3 +40,8 @@ fn syslog_priority(level: log::Level) -> u8 {
         log::Level::Debug | log::Level::Trace => 7,
     }
 }
+
+/// Prints `reuseport-launch: error: MESSAGE` on stderr; a closed stderr is not worth a panic.
+pub fn report_error(message: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "reuseport-launch: error: {message}");
+}

@@ -2,6 +2,10 @@
 
 use super::*;
 use std::io;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 #[derive(Default)]
 struct FakeProcesses {

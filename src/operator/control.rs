@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use crate::state::{Announcement, Launcher, ReloadResult};
-use crate::status;
-use crate::supervisor::Processes;
+use super::status;
+use crate::launcher::{Announcement, Launcher, Processes, ReloadResult};
 
 /// A client has this long to send its request line: a silent client is dropped, never waited for.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use sd_notify::NotifyState;
 
-use crate::state::Announcement;
+use crate::launcher::Announcement;
 
 /// Margin added to --stop-timeout when asking systemd to extend its stop timeout: time for the final
 /// SIGKILL and reaping.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use crate::control::{self, Request};
+use super::control::{self, Request};
+use super::logging::report_error;
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -104,7 +105,7 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     match run(name.as_deref(), &request, timeout) {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, message)) => {
-            crate::report_error(message);
+            report_error(message);
             ExitCode::from(code)
         }
     }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::state::{ReloadResult, Snapshot};
+use crate::launcher::{ReloadResult, Snapshot};
 
 pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
     let mut out = format!(

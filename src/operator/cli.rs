@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::state::{DrainMode, ReadyMode};
+use crate::kernel::worker_spec::{RunAs, WorkerSpec};
+use crate::launcher::{DrainMode, Policy, ReadyMode};
 
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Group, Uid, User};
@@ -187,19 +188,6 @@ pub struct Config {
     pub stop_message: Option<String>,
 }
 
-/// Whom workers run as: resolved once at start, so the child only makes raw set*id calls.
-#[derive(Debug, Clone)]
-pub struct RunAs {
-    /// None with --group alone: the uid stays the launcher's.
-    pub uid: Option<Uid>,
-    /// The only group (setgroups([gid]) and setgid).
-    pub gid: Gid,
-    /// For USER, LOGNAME and HOME in the worker's environment (as systemd's User= sets them).
-    pub user: Option<User>,
-    /// What --user/--group said, for messages.
-    pub shown: String,
-}
-
 /// A flag or PROGRAM that cannot work, with what to do about it.
 #[derive(Debug)]
 pub enum ConfigError {
@@ -218,6 +206,33 @@ impl fmt::Display for ConfigError {
 }
 
 impl Config {
+    /// What the spawner needs to start a worker, and nothing else.
+    pub fn worker_spec(&self) -> WorkerSpec {
+        WorkerSpec {
+            program: self.program.clone(),
+            args: self.program_args.clone(),
+            inject: self.inject,
+            inject_port: self.port,
+            listen: self.listen.clone(),
+            run_as: self.run_as.clone(),
+            node_ipc: self.node_ipc,
+            stop_message: self.stop_message.clone(),
+        }
+    }
+
+    /// The timeouts and modes the decisions depend on.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            workers: self.workers,
+            ready_timeout: self.ready_timeout,
+            stop_timeout: self.stop_timeout,
+            stop_signal: self.stop_signal,
+            watchdog: self.watchdog,
+            ready: self.ready,
+            drain: self.drain,
+        }
+    }
+
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let workers = match args.workers {
             Some(0) => return Err(bad("--workers must be at least 1")),
@@ -238,7 +253,7 @@ impl Config {
                 .file_name()
                 .map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned()),
         };
-        crate::control::validate_name(&name).map_err(|e| bad(&e))?;
+        super::control::validate_name(&name).map_err(|e| bad(&e))?;
         let listen = parse_listen(&args.listen)?;
         if !listen.is_empty() && args.port.is_some() {
             return Err(bad(

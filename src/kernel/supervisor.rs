@@ -4,7 +4,6 @@
 //! `--listen` it also gets the launcher-bound sockets (listen.rs); with `--user`/`--group` it drops to
 //! that user and group before exec.
 
-use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -23,12 +22,12 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::cli::{Config, RunAs};
-use crate::connections;
-use crate::listen::{self, Held};
-use crate::node_ipc;
-
-use crate::inject::{self, BindWatch};
+use super::connections;
+use super::inject::{self, BindWatch};
+use super::listen::{self, Held};
+use super::node_ipc;
+use super::worker_spec::{RunAs, WorkerSpec};
+use crate::launcher::{ExitReason, Processes};
 
 pub const ENV_WORKER: &str = "REUSEPORT_LAUNCH_WORKER";
 pub const ENV_GENERATION: &str = "REUSEPORT_LAUNCH_GENERATION";
@@ -50,43 +49,6 @@ const LAUNCHER_ONLY_ENV: &[&str] = &[
 const NOTIFY_DIR_MODE_RUN_AS: u32 = 0o710;
 /// Mode of the notify socket with --user/--group: the workers' group may send to it.
 const NOTIFY_SOCKET_MODE_RUN_AS: u32 = 0o660;
-
-/// How a reaped child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitReason {
-    /// exit(code)
-    Exited(i32),
-    /// Killed by a signal.
-    Signaled(Signal),
-}
-
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitReason::Exited(code) => write!(f, "status {code}"),
-            ExitReason::Signaled(signal) => {
-                write!(f, "signal {} ({})", *signal as i32, signal.as_str())
-            }
-        }
-    }
-}
-
-/// What the launcher's decisions need from the operating system.
-pub trait Processes {
-    /// Starts PROGRAM as worker `slot` of `generation`.
-    fn spawn(&mut self, generation: u32, slot: usize) -> io::Result<Pid>;
-    /// Sends `signal` to the worker's process group.
-    fn signal(&mut self, worker: Pid, signal: Signal);
-    /// Asks a worker to drain and exit: `--stop-message` over its Node IPC channel when set, else `signal`.
-    fn ask_to_stop(&mut self, worker: Pid, signal: Signal);
-    /// Takes the worker's listening sockets out of the port's SO_REUSEPORT group; false when the
-    /// launcher holds none of them.
-    fn close_listeners(&mut self, worker: Pid) -> bool;
-    /// Whether the worker still has open connections on the ports it listened on.
-    fn has_connections(&mut self, worker: Pid) -> bool;
-    /// Forgets the copies of the worker's sockets: it drains itself.
-    fn release_listeners(&mut self, worker: Pid);
-}
 
 /// The real thing: spawns PROGRAM.
 pub struct Supervisor {
@@ -117,7 +79,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(config: &Config, notify_socket: PathBuf) -> Result<Supervisor, String> {
+    pub fn new(config: WorkerSpec, notify_socket: PathBuf) -> Result<Supervisor, String> {
         let fixed_fds = config.listen.len() + usize::from(config.node_ipc);
         let reserved = if fixed_fds == 0 {
             Vec::new()
@@ -134,10 +96,10 @@ impl Supervisor {
         }
         Ok(Supervisor {
             program: config.program.clone(),
-            args: config.program_args.clone(),
+            args: config.args.clone(),
             notify_socket,
             inject: config.inject,
-            inject_port: config.port,
+            inject_port: config.inject_port,
             watches: Vec::new(),
             fd_names: listen::fd_names(config.listen.len()),
             listen: config.listen.clone(),

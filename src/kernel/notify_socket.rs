@@ -14,6 +14,8 @@ use nix::sys::socket::{
 };
 use nix::unistd::Pid;
 
+use crate::launcher::NotifyMessage;
+
 /// Largest message accepted, the same bound systemd uses for its notify socket (PIPE_BUF).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// sun_path holds 108 bytes including the final NUL.
@@ -23,21 +25,6 @@ const LONGEST_SUFFIX: usize = 48;
 /// Datagrams handled per wake-up before the loop looks at signals and timers again; a flood cannot
 /// starve the rest of the loop.
 const MAX_DATAGRAMS_PER_DRAIN: usize = 256;
-
-/// What a worker said in one sd_notify datagram. Unknown keys are ignored.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct NotifyMessage {
-    /// READY=1: the worker is serving.
-    pub ready: bool,
-    /// STOPPING=1: the worker is shutting down.
-    pub stopping: bool,
-    /// WATCHDOG=1: the worker is alive.
-    pub watchdog: bool,
-    /// STATUS=...: a free-form one-line status.
-    pub status: Option<String>,
-    /// ERRNO=...: the worker's failure reason as an errno number.
-    pub errno: Option<i32>,
-}
 
 /// A datagram, or the reason it was dropped.
 #[derive(Debug)]

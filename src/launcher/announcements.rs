@@ -1,0 +1,28 @@
+//! What the decisions tell the outside world: the service manager (systemd) and control clients hear
+//! these; the decisions never talk to either directly.
+
+use std::time::Duration;
+
+/// Something the service manager (systemd) and control clients should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announcement {
+    /// Generation 1 is serving.
+    Ready,
+    /// Reload number `seq` (see `request_reload`) ended, either way.
+    ReloadEnded { seq: u64, result: ReloadResult },
+    /// A reload started.
+    Reloading,
+    /// The launcher is stopping.
+    Stopping,
+    /// A new one-line status.
+    Status(String),
+}
+
+/// The result of the latest reload, for status lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new generation serves; it took this long from the request to all workers ready.
+    Succeeded { generation: u32, took: Duration },
+    /// Rolled back; the reason names the worker.
+    Failed { generation: u32, reason: String },
+}

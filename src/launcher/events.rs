@@ -1,0 +1,41 @@
+//! The events the decisions react to that come from outside the launcher's own requests: how a worker
+//! process ended, and what a worker said on the notify socket. Plain data, filled in by the kernel layer.
+
+use std::fmt;
+
+use nix::sys::signal::Signal;
+
+/// How a reaped child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// exit(code)
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(Signal),
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Exited(code) => write!(f, "status {code}"),
+            ExitReason::Signaled(signal) => {
+                write!(f, "signal {} ({})", *signal as i32, signal.as_str())
+            }
+        }
+    }
+}
+
+/// What a worker said in one sd_notify datagram. Unknown keys are ignored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NotifyMessage {
+    /// READY=1: the worker is serving.
+    pub ready: bool,
+    /// STOPPING=1: the worker is shutting down.
+    pub stopping: bool,
+    /// WATCHDOG=1: the worker is alive.
+    pub watchdog: bool,
+    /// STATUS=...: a free-form one-line status.
+    pub status: Option<String>,
+    /// ERRNO=...: the worker's failure reason as an errno number.
+    pub errno: Option<i32>,
+}

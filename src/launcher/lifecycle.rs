@@ -1,0 +1,76 @@
+//! The lifecycles the decisions track: one worker's (`WorkerPhase`), the launcher's (`Phase`) and how
+//! it ends (`Outcome`). Plain data: every transition is made by the `Launcher` methods in this folder.
+
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+/// The lifecycle of one worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPhase {
+    /// Spawned; has until `ready_deadline` to send READY=1.
+    Starting { ready_deadline: Instant },
+    /// Sent READY=1.
+    Ready,
+    /// Its listening sockets were taken out of the port's group (`--drain listener`); it gets the stop
+    /// signal once its connections are gone, checked at `next_check`, or at `signal_at` at the latest.
+    Draining {
+        signal_at: Instant,
+        next_check: Instant,
+    },
+    /// Sent the stop signal; gets SIGKILL at `kill_at` (None once SIGKILL was sent).
+    Stopping { kill_at: Option<Instant> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub slot: usize,
+    pub generation: u32,
+    pub pid: Pid,
+    pub phase: WorkerPhase,
+    pub spawned_at: Instant,
+    /// Time from spawn to READY=1.
+    pub ready_after: Option<Duration>,
+    /// Last STATUS= the worker sent.
+    pub status: Option<String>,
+    /// Last WATCHDOG=1 the worker sent.
+    pub last_watchdog: Option<Instant>,
+    /// The worker has sent at least one notify message.
+    pub spoke_notify: bool,
+    /// The worker was seen with a TCP socket in LISTEN state.
+    pub listening: bool,
+}
+
+impl Worker {
+    /// Told to stop already (draining or signalled).
+    pub fn is_stopping(&self) -> bool {
+        matches!(
+            self.phase,
+            WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. }
+        )
+    }
+}
+
+/// The lifecycle of the launcher as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Generation 1 is starting; nothing is reported ready yet.
+    Starting,
+    /// The active generation serves; no reload is running.
+    Serving,
+    /// Generation `next` is starting beside the active one.
+    Reloading { next: u32, started: Instant },
+    /// Every worker was told to stop; the launcher ends with `outcome` once none is left.
+    Stopping { outcome: Outcome },
+    /// Nothing left to do; the event loop returns `Outcome`.
+    Finished(Outcome),
+}
+
+/// How the launcher ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A stop was requested and every worker has exited.
+    Stopped,
+    /// Generation 1 never got ready; the reason names the worker.
+    StartFailed(String),
+}

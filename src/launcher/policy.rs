@@ -1,0 +1,46 @@
+//! The parts of the validated configuration the decisions depend on. Built once at start by the layer
+//! above; the decisions never see command-line flags.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+/// Timeouts and the stop signal: the parts of the configuration the decisions depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub workers: usize,
+    pub ready_timeout: Duration,
+    pub stop_timeout: Duration,
+    pub stop_signal: Signal,
+    /// A worker that sent WATCHDOG=1 once and then stays silent this long is replaced.
+    pub watchdog: Option<Duration>,
+    /// What counts as ready.
+    pub ready: ReadyMode,
+    /// How workers are drained.
+    pub drain: DrainMode,
+}
+
+/// How a worker is drained before it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainMode {
+    /// Send the stop signal; the server drains itself.
+    Signal,
+    /// First take its listening sockets out of the port's group, wait until its connections are gone
+    /// (at most --stop-timeout), then send the stop signal.
+    Listener,
+    /// `Listener` for servers that do not speak sd_notify (the same test as ReadyMode::Auto), `Signal`
+    /// for those that do.
+    Auto,
+}
+
+/// What makes a worker ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// READY=1 on the notify socket, nothing else.
+    Notify,
+    /// A TCP socket of the worker in LISTEN state.
+    Listen,
+    /// READY=1 when the server speaks sd_notify (any worker ever sent READY=1, or this worker sent any
+    /// notify message); listening otherwise.
+    Auto,
+}

@@ -1,0 +1,25 @@
+//! The one way the decisions act on the world. The kernel layer implements it (kernel/supervisor.rs);
+//! the unit tests implement it with a recording fake. Invariant: nothing else in launcher/ causes a side
+//! effect.
+
+use std::io;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// What the launcher's decisions need from the operating system.
+pub trait Processes {
+    /// Starts PROGRAM as worker `slot` of `generation`.
+    fn spawn(&mut self, generation: u32, slot: usize) -> io::Result<Pid>;
+    /// Sends `signal` to the worker's process group.
+    fn signal(&mut self, worker: Pid, signal: Signal);
+    /// Asks a worker to drain and exit: `--stop-message` over its Node IPC channel when set, else `signal`.
+    fn ask_to_stop(&mut self, worker: Pid, signal: Signal);
+    /// Takes the worker's listening sockets out of the port's SO_REUSEPORT group; false when the
+    /// launcher holds none of them.
+    fn close_listeners(&mut self, worker: Pid) -> bool;
+    /// Whether the worker still has open connections on the ports it listened on.
+    fn has_connections(&mut self, worker: Pid) -> bool;
+    /// Forgets the copies of the worker's sockets: it drains itself.
+    fn release_listeners(&mut self, worker: Pid);
+}

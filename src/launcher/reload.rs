@@ -1,0 +1,212 @@
+//! The reload sequence: a new generation starts beside the active one, is promoted when every worker is
+//! ready, or is rolled back when one fails. Invariant: the active generation is never told to stop
+//! until every worker of its successor is ready, and a failed reload leaves it serving untouched.
+
+use std::time::Instant;
+
+use log::{error, info, warn};
+use nix::unistd::Pid;
+
+use super::restarts::Slot;
+use super::{Announcement, Launcher, Phase, Processes, ReloadResult};
+
+/// An old generation that was told to stop because its successor is ready.
+#[derive(Debug, Clone)]
+pub(super) struct Retiring {
+    pub(super) generation: u32,
+    pub(super) successor: u32,
+    pub(super) reload_requested: Instant,
+    pub(super) signalled: Instant,
+}
+
+impl Launcher {
+    /// SIGHUP: start a new generation, or queue one reload if one is running. Returns the sequence
+    /// number of the reload that will carry out this request (None while stopping).
+    pub fn request_reload(&mut self, processes: &mut impl Processes, now: Instant) -> Option<u64> {
+        match self.phase {
+            Phase::Serving => {
+                self.start_reload(processes, now);
+                Some(self.reloads_started)
+            }
+            Phase::Starting | Phase::Reloading { .. } => {
+                if !self.reload_queued {
+                    info!("reload requested while generation {} is starting; one more reload will follow", self.newest);
+                }
+                self.reload_queued = true;
+                Some(self.reloads_started + 1)
+            }
+            Phase::Stopping { .. } | Phase::Finished(_) => {
+                info!("reload requested while stopping; ignored");
+                None
+            }
+        }
+    }
+
+    /// Grows or shrinks the active generation to `workers` without a reload.
+    pub fn scale(
+        &mut self,
+        processes: &mut impl Processes,
+        workers: usize,
+        now: Instant,
+    ) -> Result<(), String> {
+        if workers == 0 {
+            return Err("cannot scale to 0 workers; use stop to stop the service".into());
+        }
+        if self.phase != Phase::Serving {
+            return Err(format!(
+                "cannot scale now ({}); try again when the reload has ended",
+                self.status_line()
+            ));
+        }
+        let before = self.policy.workers;
+        info!(
+            "scaling generation {} from {before} to {workers} workers",
+            self.active
+        );
+        self.policy.workers = workers;
+        self.slots.resize_with(workers, Slot::default);
+        for slot in before..workers {
+            self.spawn_worker(processes, self.active, slot, now)?;
+        }
+        let surplus: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == self.active && w.slot >= workers && !w.is_stopping())
+            .map(|w| w.pid)
+            .collect();
+        for pid in surplus {
+            self.stop_worker(processes, pid, now);
+        }
+        self.announce_status();
+        Ok(())
+    }
+
+    /// Every worker of `generation` is ready: it becomes the active generation.
+    pub(super) fn promote(
+        &mut self,
+        processes: &mut impl Processes,
+        generation: u32,
+        now: Instant,
+    ) {
+        let (requested, previous) = match self.phase {
+            Phase::Reloading { started, .. } => (started, Some(self.active)),
+            _ => (self.started, None),
+        };
+        let took = now.saturating_duration_since(requested);
+        info!(
+            "generation {generation} serving: {} workers ready in {} ms",
+            self.policy.workers,
+            took.as_millis()
+        );
+        self.active = generation;
+        self.slots = vec![Slot::default(); self.policy.workers];
+        self.phase = Phase::Serving;
+        if let Some(old) = previous {
+            let result = ReloadResult::Succeeded { generation, took };
+            self.last_reload = Some(result.clone());
+            self.announcements.push(Announcement::ReloadEnded {
+                seq: self.reloads_started,
+                result,
+            });
+            let old_pids: Vec<Pid> = self
+                .workers
+                .iter()
+                .filter(|w| w.generation == old)
+                .map(|w| w.pid)
+                .collect();
+            info!("generation {old}: stopping {} workers", old_pids.len());
+            for pid in old_pids {
+                self.stop_worker(processes, pid, now);
+            }
+            self.retiring.push(Retiring {
+                generation: old,
+                successor: generation,
+                reload_requested: requested,
+                signalled: now,
+            });
+            self.retire_if_gone(old, now);
+        } else {
+            self.announcements.push(Announcement::Ready);
+        }
+        self.announce_status();
+        if std::mem::take(&mut self.reload_queued) {
+            self.start_reload(processes, now);
+        }
+    }
+
+    pub(super) fn start_reload(&mut self, processes: &mut impl Processes, now: Instant) {
+        self.newest += 1;
+        self.reloads_started += 1;
+        let next = self.newest;
+        info!(
+            "reload: starting generation {next} ({} workers) beside generation {}",
+            self.policy.workers, self.active
+        );
+        self.phase = Phase::Reloading { next, started: now };
+        self.announcements.push(Announcement::Reloading);
+        self.announce_status();
+        if let Err(reason) = self.spawn_generation(processes, next, now) {
+            self.fail_reload(processes, reason, now);
+        }
+    }
+
+    pub(super) fn fail_reload(
+        &mut self,
+        processes: &mut impl Processes,
+        reason: String,
+        now: Instant,
+    ) {
+        let Phase::Reloading { next, .. } = self.phase else {
+            error!("reload failure outside a reload ({reason}); this is a bug in reuseport-launch");
+            return;
+        };
+        warn!(
+            "reload to generation {next} failed: {reason}; generation {} keeps serving",
+            self.active
+        );
+        let doomed: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == next)
+            .map(|w| w.pid)
+            .collect();
+        for pid in doomed {
+            self.stop_worker(processes, pid, now);
+        }
+        let result = ReloadResult::Failed {
+            generation: next,
+            reason,
+        };
+        self.last_reload = Some(result.clone());
+        self.announcements.push(Announcement::ReloadEnded {
+            seq: self.reloads_started,
+            result,
+        });
+        self.phase = Phase::Serving;
+        self.announce_status();
+        if std::mem::take(&mut self.reload_queued) {
+            self.start_reload(processes, now);
+        }
+    }
+
+    /// Logs the end of a reload once the last process of the retired generation is gone.
+    pub(super) fn retire_if_gone(&mut self, generation: u32, now: Instant) {
+        if self.workers.iter().any(|w| w.generation == generation) {
+            return;
+        }
+        if let Some(index) = self
+            .retiring
+            .iter()
+            .position(|r| r.generation == generation)
+        {
+            let r = self.retiring.remove(index);
+            info!(
+                "generation {} gone {} ms after the stop signal; reload to generation {} done in {} ms",
+                r.generation,
+                now.saturating_duration_since(r.signalled).as_millis(),
+                r.successor,
+                now.saturating_duration_since(r.reload_requested).as_millis()
+            );
+        }
+    }
+}

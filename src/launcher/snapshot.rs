@@ -1,0 +1,106 @@
+//! A point-in-time view of the launcher for `status` and systemd's STATUS= line. Read-only: nothing
+//! here changes a decision.
+
+use std::time::{Duration, Instant};
+
+use super::{Launcher, Phase, ReloadResult, WorkerPhase};
+
+/// A point-in-time view of the launcher for `status`.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub phase: &'static str,
+    pub active: u32,
+    pub wanted: usize,
+    pub status_line: String,
+    pub last_reload: Option<ReloadResult>,
+    pub workers: Vec<WorkerRow>,
+}
+
+/// One worker in a `Snapshot`.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub generation: u32,
+    pub slot: usize,
+    pub pid: i32,
+    /// starting, ready or draining
+    pub state: &'static str,
+    pub uptime: Duration,
+    /// Restarts of this slot in the active generation.
+    pub restarts: u32,
+    pub ready_after: Option<Duration>,
+    /// The worker's last STATUS= line.
+    pub status: Option<String>,
+}
+
+impl Launcher {
+    /// Everything `reuseport-launch status` shows.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let mut workers: Vec<WorkerRow> = self
+            .workers
+            .iter()
+            .map(|w| WorkerRow {
+                generation: w.generation,
+                slot: w.slot,
+                pid: w.pid.as_raw(),
+                state: match w.phase {
+                    WorkerPhase::Starting { .. } => "starting",
+                    WorkerPhase::Ready => "ready",
+                    WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. } => "draining",
+                },
+                uptime: now.saturating_duration_since(w.spawned_at),
+                restarts: if w.generation == self.active {
+                    self.slots.get(w.slot).map_or(0, |s| s.restarts)
+                } else {
+                    0
+                },
+                ready_after: w.ready_after,
+                status: w.status.clone(),
+            })
+            .collect();
+        workers.sort_by_key(|w| (w.generation, w.slot, w.pid));
+        Snapshot {
+            phase: match self.phase {
+                Phase::Starting => "starting",
+                Phase::Serving => "serving",
+                Phase::Reloading { .. } => "reloading",
+                Phase::Stopping { .. } | Phase::Finished(_) => "stopping",
+            },
+            active: self.active,
+            wanted: self.policy.workers,
+            status_line: self.status_line(),
+            last_reload: self.last_reload.clone(),
+            workers,
+        }
+    }
+
+    /// A one-line summary for humans and for systemd's STATUS=.
+    pub fn status_line(&self) -> String {
+        let ready = self.count(self.active, |p| p == WorkerPhase::Ready);
+        let base = format!(
+            "gen {}: {}/{} ready",
+            self.active, ready, self.policy.workers
+        );
+        match (&self.phase, &self.last_reload) {
+            (Phase::Starting, _) => {
+                format!("gen 1 starting: {}/{} ready", ready, self.policy.workers)
+            }
+            (Phase::Reloading { next, .. }, _) => {
+                let next_ready = self.count(*next, |p| p == WorkerPhase::Ready);
+                format!(
+                    "{base}; reloading to gen {next}: {next_ready}/{} ready",
+                    self.policy.workers
+                )
+            }
+            (Phase::Stopping { .. } | Phase::Finished(_), _) => {
+                format!("stopping: {} workers left", self.workers.len())
+            }
+            (_, Some(ReloadResult::Succeeded { took, .. })) => {
+                format!("{base}; last reload ok in {} ms", took.as_millis())
+            }
+            (_, Some(ReloadResult::Failed { generation, reason })) => {
+                format!("{base}; reload to gen {generation} failed: {reason}")
+            }
+            (_, None) => base,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Stopping workers: the drain (by listener or by signal), the SIGKILL after --stop-timeout, and the
+//! launcher's own stop. Invariant: every stop ends in the worker's exit; a worker told to stop is never
+//! counted as serving again.
+
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::{
+    describe, Announcement, DrainMode, Launcher, Outcome, Phase, Processes, Worker, WorkerPhase,
+};
+
+/// How often a draining worker's open connections are counted.
+const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+impl Launcher {
+    /// SIGTERM/SIGINT: drain and stop everything; a second request kills at once.
+    pub fn request_stop(&mut self, processes: &mut impl Processes, now: Instant) {
+        match self.phase {
+            Phase::Stopping { .. } => {
+                warn!(
+                    "second stop request: killing {} workers now",
+                    self.workers.len()
+                );
+                for worker in &mut self.workers {
+                    processes.signal(worker.pid, Signal::SIGKILL);
+                    worker.phase = WorkerPhase::Stopping { kill_at: None };
+                }
+            }
+            Phase::Finished(_) => {}
+            _ => self.stop_all(processes, Outcome::Stopped, now),
+        }
+    }
+
+    pub(super) fn fail_start(
+        &mut self,
+        processes: &mut impl Processes,
+        reason: String,
+        now: Instant,
+    ) {
+        error!("generation 1 failed to start: {reason}");
+        self.stop_all(processes, Outcome::StartFailed(reason), now);
+    }
+
+    pub(super) fn stop_all(
+        &mut self,
+        processes: &mut impl Processes,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        let live: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| !w.is_stopping())
+            .map(|w| w.pid)
+            .collect();
+        if outcome == Outcome::Stopped {
+            info!(
+                "stopping {} workers ({} after their drain; SIGKILL {:.1}s later)",
+                live.len(),
+                self.policy.stop_signal.as_str(),
+                self.policy.stop_timeout.as_secs_f64()
+            );
+        }
+        for pid in live {
+            self.stop_worker(processes, pid, now);
+        }
+        for slot in &mut self.slots {
+            slot.restart_at = None;
+        }
+        self.reload_queued = false;
+        self.phase = Phase::Stopping { outcome };
+        self.announcements.push(Announcement::Stopping);
+        self.announce_status();
+        self.finish_if_stopped();
+    }
+
+    /// Starts stopping a worker: listener drain first where it applies, else the stop signal.
+    pub(super) fn stop_worker(&mut self, processes: &mut impl Processes, pid: Pid, now: Instant) {
+        let Some(worker) = self.workers.iter().find(|w| w.pid == pid) else {
+            return;
+        };
+        let drain_listener = worker.phase == WorkerPhase::Ready
+            && self.keeps_listeners(worker)
+            && processes.close_listeners(pid);
+        let phase = if drain_listener {
+            debug!(
+                "{}: listener closed; draining its connections",
+                describe(worker)
+            );
+            WorkerPhase::Draining {
+                signal_at: now + self.policy.stop_timeout,
+                next_check: now + DRAIN_CHECK_INTERVAL,
+            }
+        } else {
+            processes.ask_to_stop(pid, self.policy.stop_signal);
+            WorkerPhase::Stopping {
+                kill_at: Some(now + self.policy.stop_timeout),
+            }
+        };
+        if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {
+            worker.phase = phase;
+        }
+    }
+
+    /// Whether the launcher drains this worker by its listener (and so keeps copies of its listeners).
+    pub(super) fn keeps_listeners(&self, worker: &Worker) -> bool {
+        match self.policy.drain {
+            DrainMode::Signal => false,
+            DrainMode::Listener => true,
+            DrainMode::Auto => !self.server_speaks_notify && !worker.spoke_notify,
+        }
+    }
+
+    /// Draining workers whose connections are gone, or whose time is up, get the stop signal.
+    pub(super) fn signal_drained(&mut self, processes: &mut impl Processes, now: Instant) {
+        for worker in &mut self.workers {
+            let WorkerPhase::Draining {
+                signal_at,
+                next_check,
+            } = worker.phase
+            else {
+                continue;
+            };
+            if next_check > now {
+                continue;
+            }
+            let idle = !processes.has_connections(worker.pid);
+            if idle || signal_at <= now {
+                // Counting connections reads /proc and may take a while on a loaded machine: the
+                // SIGKILL grace period starts when the signal is really sent.
+                let signalled_at = now.max(Instant::now());
+                let why = if idle {
+                    "no connections left"
+                } else {
+                    "--stop-timeout passed"
+                };
+                debug!(
+                    "{}: {why}; sending {}",
+                    describe(worker),
+                    self.policy.stop_signal.as_str()
+                );
+                processes.ask_to_stop(worker.pid, self.policy.stop_signal);
+                worker.phase = WorkerPhase::Stopping {
+                    kill_at: Some(signalled_at + self.policy.stop_timeout),
+                };
+            } else {
+                worker.phase = WorkerPhase::Draining {
+                    signal_at,
+                    next_check: now + DRAIN_CHECK_INTERVAL,
+                };
+            }
+        }
+    }
+
+    pub(super) fn kill_overdue(&mut self, processes: &mut impl Processes, now: Instant) {
+        for worker in &mut self.workers {
+            if let WorkerPhase::Stopping { kill_at: Some(at) } = worker.phase {
+                if at <= now {
+                    warn!(
+                        "{} still running {:.1}s after {}; sending SIGKILL",
+                        describe(worker),
+                        self.policy.stop_timeout.as_secs_f64(),
+                        self.policy.stop_signal.as_str()
+                    );
+                    processes.signal(worker.pid, Signal::SIGKILL);
+                    worker.phase = WorkerPhase::Stopping { kill_at: None };
+                }
+            }
+        }
+    }
+
+    pub(super) fn finish_if_stopped(&mut self) {
+        if let Phase::Stopping { outcome } = &self.phase {
+            if self.workers.is_empty() {
+                self.phase = Phase::Finished(outcome.clone());
+            }
+        }
+    }
+}
