@@ -14,17 +14,18 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{info, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::kernel::notify_socket::{self, NotifySocket, Received};
 use crate::kernel::signals::SignalPipe;
+use crate::kernel::steering::group::SteeringGroup;
 use crate::kernel::supervisor::Supervisor;
 use crate::kernel::{inject, listen, process_tree, sysctl};
 use crate::launcher::{Launcher, NotifyMessage, Outcome, Phase};
-use crate::operator::cli::Config;
+use crate::operator::cli::{Config, SteerArg};
 use crate::operator::control::ControlServer;
 use crate::operator::systemd::ServiceManager;
 
@@ -72,8 +73,12 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         signals,
         notify,
     };
-    sysctl::warn_if_migrate_req_off();
-    let mut launcher = Launcher::new(config.policy(), now);
+    let steer = decide_steering(config.steer)?;
+    if steer {
+        io.supervisor.enable_steering();
+    }
+    sysctl::report_migrate_req(steer);
+    let mut launcher = Launcher::new(config.policy(steer), now);
     launcher.start(&mut io.supervisor, now);
     // When starting workers are next checked for a listening socket; None: on the next round.
     let mut probe_due: Option<Instant> = None;
@@ -98,6 +103,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             launcher.next_deadline(),
             io.control.next_deadline(),
             io.manager.next_deadline(),
+            io.supervisor.next_deadline(),
             probe_due,
         ]
         .into_iter()
@@ -142,6 +148,32 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         let now = Instant::now();
         launcher.on_timers(&mut io.supervisor, now);
         io.manager.on_timers(now);
+        io.supervisor
+            .look_for_strangers(|pid| launcher.is_worker(pid));
+    }
+}
+
+/// Settles `--steer`: `auto` is on when this launcher may load the reuseport program.
+fn decide_steering(choice: SteerArg) -> Result<bool, String> {
+    if choice == SteerArg::Off {
+        return Ok(false);
+    }
+    match (SteeringGroup::probe_support(), choice) {
+        (Ok(()), _) => {
+            info!("steering on: the launcher chooses the worker of every new connection");
+            Ok(true)
+        }
+        (Err(why), SteerArg::On) => Err(format!(
+            "--steer on: unable to load the reuseport eBPF program: {why}. Run as root, or use --steer auto"
+        )),
+        (Err(why), _) => {
+            warn!(
+                "steering off: {why}. Without it a reload can reset connections queued on old listeners \
+                 (unless net.ipv4.tcp_migrate_req=1), and other processes listening on the port share its \
+                 connections; run the launcher as root to steer"
+            );
+            Ok(false)
+        }
     }
 }
 

@@ -21,11 +21,15 @@ use nix::libc;
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use socket2::SockRef;
 
+use super::adopt;
 use super::connections;
 use super::inject::{self, BindWatch};
 use super::listen::{self, Held};
 use super::node_ipc;
+use super::steering::queue;
+use super::steering::router::Router;
 use super::worker_spec::{RunAs, WorkerSpec};
 use crate::launcher::{ExitReason, Processes};
 
@@ -76,6 +80,11 @@ pub struct Supervisor {
     stop_message: Option<String>,
     /// The IPC channels of live workers.
     ipc: Vec<node_ipc::Channel>,
+    /// Copies of the listeners of workers whose binds the launcher did not see (`--no-inject`), taken
+    /// when they are first steered to.
+    adopted: Vec<(Pid, Vec<OwnedFd>)>,
+    /// With steering: the reuseport eBPF program of every group the workers listen in.
+    router: Option<Router>,
 }
 
 impl Supervisor {
@@ -109,7 +118,31 @@ impl Supervisor {
             node_ipc: config.node_ipc,
             stop_message: config.stop_message.clone(),
             ipc: Vec::new(),
+            adopted: Vec::new(),
+            router: None,
         })
+    }
+
+    /// From now on the launcher chooses which listeners receive new connections (`Processes::steer`).
+    pub fn enable_steering(&mut self) {
+        self.router = Some(Router::new());
+    }
+
+    /// When the steered ports are next looked at for listeners that are not the workers'.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.router.as_ref().and_then(Router::next_deadline)
+    }
+
+    /// Warns about listeners on the steered ports that are not workers (`is_worker`) or their children.
+    pub fn look_for_strangers(&mut self, is_worker: impl Fn(Pid) -> bool) {
+        if let Some(router) = &mut self.router {
+            router.look_for_strangers(is_worker);
+        }
+    }
+
+    /// The launcher's copies of the worker's listening sockets, wherever they came from.
+    fn listeners(&self, worker: Pid) -> Vec<BorrowedFd<'_>> {
+        listeners_of(&self.watches, &self.held, &self.adopted, worker)
     }
 
     /// The descriptors to poll for workers' bind notifications.
@@ -225,6 +258,7 @@ impl Supervisor {
         self.watches.retain(|w| !gone(w.worker()));
         self.held.retain(|h| !gone(h.worker()));
         self.ipc.retain(|c| !gone(c.worker()));
+        self.adopted.retain(|(pid, _)| !gone(*pid));
         exited
     }
 }
@@ -367,11 +401,56 @@ impl Processes for Supervisor {
     }
 
     fn has_connections(&mut self, worker: Pid) -> bool {
-        if let Some(held) = self.held(worker) {
-            return connections::count_open(worker, held.drained_ports()) > 0;
+        let mut ports: Vec<u16> = self
+            .held(worker)
+            .map(|h| h.drained_ports().to_vec())
+            .or_else(|| self.watch(worker).map(|w| w.drained_ports().to_vec()))
+            .unwrap_or_default();
+        // Steered out rather than shut: the listeners are still there to say which ports.
+        ports.extend(
+            self.listeners(worker)
+                .iter()
+                .filter_map(|l| SockRef::from(l).local_addr().ok()?.as_socket())
+                .map(|a| a.port()),
+        );
+        !ports.is_empty() && connections::count_open(worker, &ports) > 0
+    }
+
+    fn steer(&mut self, receiving: &[Pid]) {
+        if self.router.is_none() {
+            return;
         }
-        self.watch(worker)
-            .is_some_and(|w| connections::count_open(worker, w.drained_ports()) > 0)
+        for &worker in receiving {
+            if self.listeners(worker).is_empty() && !self.adopted.iter().any(|(p, _)| *p == worker)
+            {
+                let copies = adopt::listeners_of(worker);
+                if copies.is_empty() {
+                    warn!("worker pid {worker}: no listening socket found to steer connections to");
+                }
+                self.adopted.push((worker, copies));
+            }
+        }
+        let Some(router) = self.router.as_mut() else {
+            return;
+        };
+        let listeners: Vec<BorrowedFd> = receiving
+            .iter()
+            .flat_map(|&worker| listeners_of(&self.watches, &self.held, &self.adopted, worker))
+            .collect();
+        router.steer(&listeners);
+    }
+
+    fn accept_queue(&mut self, worker: Pid) -> Option<u32> {
+        let listeners = self.listeners(worker);
+        if listeners.is_empty() {
+            return None;
+        }
+        Some(
+            listeners
+                .into_iter()
+                .filter_map(|l| queue::accept_queue_depth(l).ok())
+                .sum(),
+        )
     }
 
     fn release_listeners(&mut self, worker: Pid) {
@@ -382,6 +461,24 @@ impl Processes for Supervisor {
             watch.release_sockets();
         }
     }
+}
+
+/// The launcher's copies of `worker`'s listening sockets: from its bind notifications, its `--listen`
+/// sockets, or adopted from /proc.
+fn listeners_of<'a>(
+    watches: &'a [BindWatch],
+    held: &'a [Held],
+    adopted: &'a [(Pid, Vec<OwnedFd>)],
+    worker: Pid,
+) -> Vec<BorrowedFd<'a>> {
+    let watched = watches.iter().filter(|w| w.worker() == worker);
+    let held = held.iter().filter(|h| h.worker() == worker);
+    let adopted = adopted.iter().filter(|(pid, _)| *pid == worker);
+    watched
+        .flat_map(BindWatch::listeners)
+        .chain(held.flat_map(Held::listeners))
+        .chain(adopted.flat_map(|(_, copies)| copies.iter().map(|c| c.as_fd())))
+        .collect()
 }
 
 /// Whether poll reported `source` readable (or hung up) in this round.

@@ -18,6 +18,7 @@ mod processes;
 mod reload;
 mod restarts;
 mod snapshot;
+mod steering;
 mod stopping;
 mod timers;
 mod workers;
@@ -55,6 +56,8 @@ pub struct Launcher {
     reloads_started: u64,
     last_reload: Option<ReloadResult>,
     announcements: Vec<Announcement>,
+    /// The workers whose listeners receive new connections, as last handed to `Processes::steer`.
+    steered: Vec<Pid>,
 }
 
 impl Launcher {
@@ -73,6 +76,7 @@ impl Launcher {
             reloads_started: 0,
             last_reload: None,
             announcements: Vec::new(),
+            steered: Vec::new(),
         }
     }
 

@@ -22,4 +22,10 @@ pub trait Processes {
     fn has_connections(&mut self, worker: Pid) -> bool;
     /// Forgets the copies of the worker's sockets: it drains itself.
     fn release_listeners(&mut self, worker: Pid);
+    /// With steering: makes the listeners of exactly these workers receive the port's new connections;
+    /// every other socket of the port's group gets none.
+    fn steer(&mut self, receiving: &[Pid]);
+    /// Connections waiting in the accept queues of the worker's listeners; None when the launcher
+    /// holds none of them.
+    fn accept_queue(&mut self, worker: Pid) -> Option<u32>;
 }

@@ -34,7 +34,7 @@ impl Launcher {
         let worker = self.workers.remove(index);
         let name = describe(&worker);
         match (&self.phase, worker.phase) {
-            (_, WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. }) => {
+            (_, _) if worker.is_stopping() => {
                 debug!("{name} exited with {reason} after the stop signal");
                                 self.retire_if_gone(worker.generation, now);
                 if matches!(self.phase, Phase::Stopping { .. }) {
@@ -52,6 +52,7 @@ impl Launcher {
             _ if worker.generation == self.active => self.schedule_restart(&worker, reason, now),
             _ => error!("{name} exited with {reason} in an unexpected state; this is a bug in reuseport-launch"),
         }
+        self.sync_steering(processes);
         self.finish_if_stopped();
     }
 

@@ -64,6 +64,8 @@ impl Launcher {
                 self.policy.stop_timeout.as_secs_f64()
             );
         }
+        // Before the workers are told: a stop has no successor to steer connections to.
+        self.phase = Phase::Stopping { outcome };
         for pid in live {
             self.stop_worker(processes, pid, now);
         }
@@ -71,24 +73,39 @@ impl Launcher {
             slot.restart_at = None;
         }
         self.reload_queued = false;
-        self.phase = Phase::Stopping { outcome };
         self.announcements.push(Announcement::Stopping);
         self.announce_status();
         self.finish_if_stopped();
     }
 
-    /// Starts stopping a worker: listener drain first where it applies, else the stop signal.
+    /// Starts stopping a worker: with steering, a handover first where another worker takes over its
+    /// new connections; then the listener drain where it applies, else the stop signal.
     pub(super) fn stop_worker(&mut self, processes: &mut impl Processes, pid: Pid, now: Instant) {
+        if !self.steer_out(pid, now) {
+            self.drain(processes, pid, now);
+        }
+    }
+
+    /// Drains a worker that is not steered out (or whose handover is over): it waits for its
+    /// connections to end when the launcher drains it by its listener (shutting the listener down
+    /// unless steering already keeps new connections away), else it gets the stop signal.
+    pub(super) fn drain(&mut self, processes: &mut impl Processes, pid: Pid, now: Instant) {
         let Some(worker) = self.workers.iter().find(|w| w.pid == pid) else {
             return;
         };
-        let drain_listener = worker.phase == WorkerPhase::Ready
+        let handed_over = matches!(worker.phase, WorkerPhase::SteeredOut { .. });
+        let drain_listener = (worker.phase == WorkerPhase::Ready || handed_over)
             && self.keeps_listeners(worker)
-            && processes.close_listeners(pid);
+            && (handed_over || processes.close_listeners(pid));
         let phase = if drain_listener {
             debug!(
-                "{}: listener closed; draining its connections",
-                describe(worker)
+                "{}: {}; draining its connections",
+                describe(worker),
+                if handed_over {
+                    "handed over"
+                } else {
+                    "listener closed"
+                }
             );
             WorkerPhase::Draining {
                 signal_at: now + self.policy.stop_timeout,

@@ -17,6 +17,10 @@ struct FakeProcesses {
     listeners: Vec<Pid>,
     /// Workers that still have open connections.
     busy: Vec<Pid>,
+    /// Every receiving set handed to `steer`, in order.
+    steered: Vec<Vec<Pid>>,
+    /// Accept queue depth by worker (absent: 0).
+    queued: Vec<(Pid, u32)>,
 }
 
 impl Processes for FakeProcesses {
@@ -44,6 +48,24 @@ impl Processes for FakeProcesses {
     fn release_listeners(&mut self, worker: Pid) {
         self.listeners.retain(|&p| p != worker);
     }
+    fn steer(&mut self, receiving: &[Pid]) {
+        self.steered.push(receiving.to_vec());
+    }
+    fn accept_queue(&mut self, worker: Pid) -> Option<u32> {
+        Some(
+            self.queued
+                .iter()
+                .find(|(p, _)| *p == worker)
+                .map_or(0, |q| q.1),
+        )
+    }
+}
+
+impl FakeProcesses {
+    /// The receiving set last handed to `steer`.
+    fn receiving(&self) -> Vec<Pid> {
+        self.steered.last().cloned().unwrap_or_default()
+    }
 }
 
 const SEC: Duration = Duration::from_secs(1);
@@ -57,6 +79,15 @@ fn policy() -> Policy {
         watchdog: None,
         ready: ReadyMode::Auto,
         drain: DrainMode::Auto,
+        steer: false,
+        handover_grace: Duration::from_millis(100),
+    }
+}
+
+fn steering() -> Policy {
+    Policy {
+        steer: true,
+        ..policy()
     }
 }
 
@@ -316,4 +347,164 @@ fn sd_notify_servers_keep_the_plain_stop_order() {
         2,
         "READY=1 speakers get the stop signal at once"
     );
+}
+
+/// A launcher with steering whose generation 1 serves (sd_notify servers: drained by signal).
+fn steered_serving() -> (Launcher, FakeProcesses, Instant) {
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(steering(), t0);
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    ready(&mut l, &mut p, &gen1, t0);
+    (l, p, t0)
+}
+
+#[test]
+fn steering_sends_connections_only_to_ready_workers_of_the_active_generation() {
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(steering(), t0);
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    assert!(p.steered.is_empty(), "nobody is ready: nothing to steer to");
+    ready(&mut l, &mut p, &gen1[..1], t0);
+    assert_eq!(p.receiving(), gen1[..1]);
+    ready(&mut l, &mut p, &gen1[1..], t0);
+    assert_eq!(p.receiving(), gen1);
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    ready(&mut l, &mut p, &gen2[..1], t0);
+    assert_eq!(
+        p.receiving(),
+        gen1,
+        "a generation receives nothing before all of it is ready"
+    );
+}
+
+#[test]
+fn handover_signals_the_old_generation_only_after_its_queue_is_empty_and_the_grace_passed() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    p.queued.push((gen1[0], 3));
+    ready(&mut l, &mut p, &gen2, t0);
+    assert_eq!(
+        p.receiving(),
+        gen2,
+        "promotion steers to the new generation at once"
+    );
+    assert!(
+        p.signals.is_empty(),
+        "old workers are signalled before their handover"
+    );
+    let grace = t0 + Duration::from_millis(100);
+    assert_eq!(l.next_deadline(), Some(grace));
+    l.on_timers(&mut p, grace);
+    assert_eq!(
+        p.signals,
+        vec![(gen1[1], Signal::SIGTERM)],
+        "the worker with an empty queue is stopped after the grace, the one with a queue is not"
+    );
+    p.queued.clear();
+    let later = grace + Duration::from_millis(5);
+    assert_eq!(l.next_deadline(), Some(later));
+    l.on_timers(&mut p, later);
+    assert!(p.signals.contains(&(gen1[0], Signal::SIGTERM)));
+    assert_eq!(
+        p.receiving(),
+        gen2,
+        "the receiving set was never changed back"
+    );
+}
+
+#[test]
+fn a_queue_that_never_empties_is_drained_after_the_stop_timeout() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.request_reload(&mut p, t0);
+    p.queued.push((gen1[0], 1));
+    let gen2 = pids_of(&p, 2);
+    ready(&mut l, &mut p, &gen2, t0);
+    l.on_timers(&mut p, t0 + 2 * SEC);
+    assert!(!p.signals.contains(&(gen1[0], Signal::SIGTERM)));
+    l.on_timers(&mut p, t0 + 3 * SEC);
+    assert!(p.signals.contains(&(gen1[0], Signal::SIGTERM)));
+}
+
+#[test]
+fn steered_out_unchanged_servers_are_drained_by_their_connections_without_a_shutdown() {
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(steering(), t0);
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    for &pid in &gen1 {
+        l.on_listening(&mut p, pid, t0);
+    }
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    p.busy.push(gen1[0]);
+    for &pid in &gen2 {
+        l.on_listening(&mut p, pid, t0);
+    }
+    assert_eq!(p.receiving(), gen2);
+    let grace = t0 + Duration::from_millis(100);
+    l.on_timers(&mut p, grace);
+    assert!(
+        p.signals.is_empty(),
+        "connections of the handed-over workers are waited for first"
+    );
+    p.busy.clear();
+    l.on_timers(&mut p, l.next_deadline().unwrap());
+    assert_eq!(p.signals.len(), 2, "{:?}", p.signals);
+}
+
+#[test]
+fn a_crashed_worker_leaves_the_receiving_set_and_its_replacement_enters_when_ready() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.on_exit(&mut p, gen1[0], ExitReason::Signaled(Signal::SIGSEGV), t0);
+    assert_eq!(p.receiving(), gen1[1..]);
+    l.on_timers(&mut p, l.next_deadline().unwrap());
+    let replacement = *pids_of(&p, 1).last().unwrap();
+    assert_eq!(
+        p.receiving(),
+        gen1[1..],
+        "the replacement receives only once ready"
+    );
+    ready(&mut l, &mut p, &[replacement], t0 + SEC);
+    assert_eq!(p.receiving(), vec![gen1[1], replacement]);
+}
+
+#[test]
+fn a_failed_reload_never_steers_to_the_new_generation() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    ready(&mut l, &mut p, &gen2[..1], t0);
+    l.on_exit(&mut p, gen2[1], ExitReason::Exited(1), t0);
+    assert!(
+        p.steered.iter().flatten().all(|pid| gen1.contains(pid)),
+        "{:?}",
+        p.steered
+    );
+    assert!(
+        p.signals.contains(&(gen2[0], Signal::SIGTERM)),
+        "the ready new worker is stopped at once"
+    );
+}
+
+#[test]
+fn stop_signals_every_worker_at_once_even_with_steering() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.request_stop(&mut p, t0);
+    assert_eq!(p.signals.len(), 2);
+    assert!(gen1
+        .iter()
+        .all(|pid| p.signals.contains(&(*pid, Signal::SIGTERM))));
+    assert_eq!(p.receiving(), gen1, "stopping leaves the map alone");
 }

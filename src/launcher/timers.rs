@@ -8,6 +8,7 @@ use super::{describe, Launcher, Phase, Processes, ReadyMode, WorkerPhase};
 impl Launcher {
     /// Acts on every deadline that has passed: ready timeouts, kill timeouts, due restarts.
     pub fn on_timers(&mut self, processes: &mut impl Processes, now: Instant) {
+        self.finish_handovers(processes, now);
         self.signal_drained(processes, now);
         self.kill_overdue(processes, now);
         if let Some(late) = self.workers.iter().find(|w| matches!(w.phase, WorkerPhase::Starting { ready_deadline } if ready_deadline <= now)).cloned() {
@@ -39,6 +40,7 @@ impl Launcher {
             self.replace(processes, &silent, &reason, now);
         }
         self.restart_due(processes, now);
+        self.sync_steering(processes);
         self.finish_if_stopped();
     }
 
@@ -48,7 +50,8 @@ impl Launcher {
         let workers = self.workers.iter().filter_map(move |w| match w.phase {
             WorkerPhase::Starting { ready_deadline } => Some(ready_deadline),
             WorkerPhase::Stopping { kill_at } => kill_at,
-            WorkerPhase::Draining { next_check, .. } => Some(next_check),
+            WorkerPhase::Draining { next_check, .. }
+            | WorkerPhase::SteeredOut { next_check, .. } => Some(next_check),
             WorkerPhase::Ready => w.last_watchdog.zip(watchdog).map(|(at, limit)| at + limit),
         });
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);

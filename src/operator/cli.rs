@@ -23,6 +23,12 @@ const MAX_WORKERS: usize = 4096;
 /// The most `--listen` addresses: every worker holds one socket per address, and a server that needs
 /// more is better served by a port range of its own.
 const MAX_LISTEN: usize = 64;
+/// `--handover-grace` default: a SYN that reached an old listener just before it was steered out
+/// completes its handshake one round trip later; 100 ms covers most WAN round trips, costs 100 ms per
+/// reload, and measured 0 resets here down to 5 ms (README, "Steering").
+const DEFAULT_HANDOVER_GRACE_MS: u64 = 100;
+/// The longest `--handover-grace`: beyond it the old generation lingers for nothing.
+const MAX_HANDOVER_GRACE_MS: u64 = 60_000;
 /// Capability bits (CapEff in /proc/self/status) that let a non-root launcher change a worker's ids.
 const CAP_SETGID_BIT: u64 = 1 << 6;
 const CAP_SETUID_BIT: u64 = 1 << 7;
@@ -116,6 +122,18 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
+    /// Who chooses the worker of each new connection: `on` (the launcher, with a reuseport eBPF program:
+    /// only ready workers of the serving generation receive, a reload hands over without a reset and
+    /// strangers on the port get nothing; needs root), `off` (the kernel's hash over every socket of the
+    /// port), `auto` (on when the launcher may load the program, else off with a log line saying why)
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub steer: SteerArg,
+
+    /// With steering: milliseconds an old worker keeps its listener after its accept queue is empty,
+    /// for handshakes still under way when it was steered out (about one SYN-ACK round trip)
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_HANDOVER_GRACE_MS)]
+    pub handover_grace: u64,
+
     /// Replace a worker that sent WATCHDOG=1 and then stays silent for this many seconds
     #[arg(long, value_name = "SECS")]
     pub watchdog: Option<f64>,
@@ -138,6 +156,14 @@ pub struct Args {
 pub enum ReadyArg {
     Notify,
     Listen,
+    Auto,
+}
+
+/// `--steer` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SteerArg {
+    On,
+    Off,
     Auto,
 }
 
@@ -186,6 +212,10 @@ pub struct Config {
     pub node_ipc: bool,
     /// Sent over the IPC channel instead of the stop signal.
     pub stop_message: Option<String>,
+    /// Whether the launcher steers connections (`auto` is settled at start by the event loop).
+    pub steer: SteerArg,
+    /// With steering, how long a handed-over listener stays open after its queue is empty.
+    pub handover_grace: Duration,
 }
 
 /// A flag or PROGRAM that cannot work, with what to do about it.
@@ -220,8 +250,8 @@ impl Config {
         }
     }
 
-    /// The timeouts and modes the decisions depend on.
-    pub fn policy(&self) -> Policy {
+    /// The timeouts and modes the decisions depend on; `steer`: whether steering is on after all.
+    pub fn policy(&self, steer: bool) -> Policy {
         Policy {
             workers: self.workers,
             ready_timeout: self.ready_timeout,
@@ -230,6 +260,8 @@ impl Config {
             watchdog: self.watchdog,
             ready: self.ready,
             drain: self.drain,
+            steer,
+            handover_grace: self.handover_grace,
         }
     }
 
@@ -289,7 +321,15 @@ impl Config {
         if args.stop_message.is_some() && !node_ipc {
             return Err(bad("--stop-message needs the Node IPC channel: PROGRAM must be node, or add --node-ipc"));
         }
+        if args.handover_grace > MAX_HANDOVER_GRACE_MS {
+            return Err(bad(&format!(
+                "--handover-grace {} ms is more than the limit of {MAX_HANDOVER_GRACE_MS} ms",
+                args.handover_grace
+            )));
+        }
         Ok(Config {
+            steer: args.steer,
+            handover_grace: Duration::from_millis(args.handover_grace),
             ready,
             drain,
             inject,

@@ -306,11 +306,11 @@ impl ControlServer {
     ) {
         match request {
             Request::Status => {
-                let text = status::render_table(&self.name, &launcher.snapshot(now));
+                let text = status::render_table(&self.name, &launcher.snapshot(processes, now));
                 reply(&mut stream, &format!("ok\n{text}"));
             }
             Request::StatusJson => {
-                let text = status::render_json(&self.name, &launcher.snapshot(now));
+                let text = status::render_json(&self.name, &launcher.snapshot(processes, now));
                 reply(&mut stream, &format!("ok\n{text}\n"));
             }
             Request::Reload { wait } => {
