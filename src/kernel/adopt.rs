@@ -9,16 +9,19 @@ use log::debug;
 use nix::unistd::Pid;
 
 use super::pidfd;
-use super::tcp_table::{self, STATE_LISTEN};
+use super::sock_diag::{self, LISTEN};
+use super::socket_fds;
 
 /// Copies of every listening TCP socket among `worker`'s file descriptors.
 pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
-    let listening: HashSet<u64> = tcp_table::rows(Some(worker))
-        .into_iter()
-        .filter(|r| r.state == STATE_LISTEN)
-        .map(|r| r.inode)
-        .collect();
-    tcp_table::socket_fds(worker)
+    let listening: HashSet<u64> = match sock_diag::tcp_sockets(LISTEN) {
+        Ok(sockets) => sockets.into_iter().map(|s| s.inode).collect(),
+        Err(e) => {
+            debug!("sock_diag: {e}; worker pid {worker}'s listeners cannot be found");
+            return Vec::new();
+        }
+    };
+    socket_fds::socket_fds(worker)
         .into_iter()
         .filter(|(_, inode)| listening.contains(inode))
         .filter_map(|(fd, _)| match pidfd::copy_fd(worker.as_raw(), fd) {

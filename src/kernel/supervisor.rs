@@ -4,6 +4,7 @@
 //! `--listen` it also gets the launcher-bound sockets (listen.rs); with `--user`/`--group` it drops to
 //! that user and group before exec.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -135,9 +136,24 @@ impl Supervisor {
 
     /// Warns about listeners on the steered ports that are not workers (`is_worker`) or their children.
     pub fn look_for_strangers(&mut self, is_worker: impl Fn(Pid) -> bool) {
-        if let Some(router) = &mut self.router {
-            router.look_for_strangers(is_worker);
-        }
+        let Some(router) = self.router.as_mut().filter(|r| r.strangers_due()) else {
+            return;
+        };
+        let copies = self
+            .watches
+            .iter()
+            .flat_map(BindWatch::listeners)
+            .chain(self.held.iter().flat_map(Held::listeners))
+            .chain(
+                self.adopted
+                    .iter()
+                    .flat_map(|(_, c)| c.iter().map(|c| c.as_fd())),
+            );
+        let known: HashSet<u64> = copies
+            .filter_map(|fd| nix::sys::stat::fstat(fd.as_raw_fd()).ok())
+            .map(|stat| stat.st_ino)
+            .collect();
+        router.look_for_strangers(&known, is_worker);
     }
 
     /// The launcher's copies of the worker's listening sockets, wherever they came from.

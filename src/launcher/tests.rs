@@ -452,9 +452,10 @@ fn steered_out_unchanged_servers_are_drained_by_their_connections_without_a_shut
     assert_eq!(p.receiving(), gen2);
     let grace = t0 + Duration::from_millis(100);
     l.on_timers(&mut p, grace);
-    assert!(
-        p.signals.is_empty(),
-        "connections of the handed-over workers are waited for first"
+    assert_eq!(
+        p.signals,
+        vec![(gen1[1], Signal::SIGTERM)],
+        "the idle handed-over worker is stopped at once, the busy one waited for"
     );
     p.busy.clear();
     l.on_timers(&mut p, l.next_deadline().unwrap());

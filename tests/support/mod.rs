@@ -12,6 +12,7 @@ pub mod loadgen;
 pub mod netns;
 pub mod procfs;
 pub mod scenarios;
+pub mod static_server;
 pub mod unchanged;
 
 use std::ffi::OsStr;

@@ -111,15 +111,18 @@ impl Router {
         self.scan_due
     }
 
+    /// Whether `look_for_strangers` has work to do now.
+    pub fn strangers_due(&self) -> bool {
+        self.scan_due.is_some_and(|due| due <= Instant::now())
+    }
+
     /// Warns once about every process that listens on a steered port without being a worker of this
-    /// launcher (`is_ours` says which pids are): it gets no connection while steering is on.
-    pub fn look_for_strangers(&mut self, is_ours: impl Fn(Pid) -> bool) {
-        if self.scan_due.is_none_or(|due| due > Instant::now()) {
-            return;
-        }
+    /// launcher (`is_ours` says which pids are; `known`: inodes of the workers' listeners): it gets no
+    /// connection while steering is on.
+    pub fn look_for_strangers(&mut self, known: &HashSet<u64>, is_ours: impl Fn(Pid) -> bool) {
         self.scan_due = Some(Instant::now() + STRANGER_SCAN_INTERVAL);
         let ports: Vec<u16> = self.groups.keys().map(|k| k.address.port()).collect();
-        for stranger in strangers::find(&ports, is_ours) {
+        for stranger in strangers::find(&ports, known, is_ours) {
             if self.warned.insert(stranger.pid) {
                 warn!("{}", describe(&stranger));
             }

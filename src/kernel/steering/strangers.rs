@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use nix::unistd::Pid;
 
 use crate::kernel::process_tree;
-use crate::kernel::tcp_table::{self, STATE_LISTEN};
+use crate::kernel::sock_diag::{self, LISTEN};
+use crate::kernel::socket_fds;
 
 /// Set in every worker's environment by a launcher (see supervisor.rs).
 const ENV_WORKER_PREFIX: &[u8] = b"REUSEPORT_LAUNCH_WORKER=";
@@ -23,14 +24,16 @@ pub struct Stranger {
 }
 
 /// Listeners on `ports` held by processes that are neither ours (`is_ours` holds for the process or
-/// an ancestor) nor the launcher itself.
-pub fn find(ports: &[u16], is_ours: impl Fn(Pid) -> bool) -> Vec<Stranger> {
-    let listening: Vec<(u16, u64)> = tcp_table::rows(None)
+/// an ancestor) nor the launcher itself. `known` are the inodes of listeners the launcher holds copies
+/// of: when every listener on the ports is one of them, /proc is not walked at all.
+pub fn find(ports: &[u16], known: &HashSet<u64>, is_ours: impl Fn(Pid) -> bool) -> Vec<Stranger> {
+    let listening: Vec<(u16, u64)> = sock_diag::tcp_sockets(LISTEN)
+        .unwrap_or_default()
         .into_iter()
-        .filter(|r| r.state == STATE_LISTEN && ports.contains(&r.local_port))
-        .map(|r| (r.local_port, r.inode))
+        .filter(|s| ports.contains(&s.local_port))
+        .map(|s| (s.local_port, s.inode))
         .collect();
-    if listening.is_empty() {
+    if listening.iter().all(|(_, inode)| known.contains(inode)) {
         return Vec::new();
     }
     let me = Pid::this();
@@ -40,8 +43,11 @@ pub fn find(ports: &[u16], is_ours: impl Fn(Pid) -> bool) -> Vec<Stranger> {
         if pid == me || !seen.insert(pid) {
             continue;
         }
-        let inodes = tcp_table::socket_inodes(pid);
-        let Some(&(port, _)) = listening.iter().find(|(_, inode)| inodes.contains(inode)) else {
+        let inodes = socket_fds::socket_inodes(pid);
+        let Some(&(port, _)) = listening
+            .iter()
+            .find(|(_, inode)| !known.contains(inode) && inodes.contains(inode))
+        else {
             continue;
         };
         if process_tree::find_ancestor(pid, &is_ours).is_some() {
