@@ -10,55 +10,8 @@ use super::TempDir;
 /// ELF program header type of the dynamic loader's path: a static executable has none.
 const PT_INTERP: u32 = 3;
 
-/// The server: SO_REUSEADDR only, one request per connection, X-Pid and X-Generation so loadgen can say
-/// who answered. On an accept error other than an interrupted or aborted call it exits 1, as small servers do.
-const SERVER_C: &str = r#"
-#include <errno.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: %s PORT\n", argv[0]); return 2; }
-    const char *gen = getenv("REUSEPORT_LAUNCH_GENERATION");
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[1])) };
-    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) { perror("bind"); return 1; }
-    if (listen(fd, 128) < 0) { perror("listen"); return 1; }
-    for (;;) {
-        int c = accept(fd, NULL, NULL);
-        if (c < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            perror("accept");
-            return 1;
-        }
-        char buf[4096];
-        size_t got = 0;
-        while (got < sizeof buf - 1) {
-            ssize_t n = read(c, buf + got, sizeof buf - 1 - got);
-            if (n <= 0) break;
-            got += n;
-            buf[got] = 0;
-            if (strstr(buf, "\r\n\r\n")) break;
-        }
-        char body[64], resp[512];
-        int blen = snprintf(body, sizeof body, "static pid=%d gen=%s\n", getpid(), gen ? gen : "0");
-        int rlen = snprintf(resp, sizeof resp,
-            "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\nX-Pid: %d\r\nX-Generation: %s\r\n\r\n%s",
-            blen, getpid(), gen ? gen : "0", body);
-        ssize_t off = 0;
-        while (off < rlen) { ssize_t n = write(c, resp + off, rlen - off); if (n <= 0) break; off += n; }
-        close(c);
-    }
-}
-"#;
+/// The server's C source, shared with scripts/bench-handover.
+const SERVER_C: &str = include_str!("../fixtures/static-server.c");
 
 /// True when the ELF64 file has no PT_INTERP program header (no dynamic loader).
 fn has_interpreter(path: &Path) -> bool {
