@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -158,7 +158,11 @@ fn decide_steering(choice: SteerArg) -> Result<bool, String> {
     if choice == SteerArg::Off {
         return Ok(false);
     }
-    match (SteeringGroup::probe_support(), choice) {
+    let support = SteeringGroup::probe_support();
+    if let Some(log) = support.as_ref().err().and_then(|e| e.verifier_log()) {
+        debug!("the verifier's log for the steering program:\n{log}");
+    }
+    match (support, choice) {
         (Ok(()), _) => {
             info!("steering on: the launcher chooses the worker of every new connection");
             Ok(true)

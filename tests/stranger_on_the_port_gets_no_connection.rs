@@ -127,3 +127,61 @@ fn stranger_on_the_port_gets_no_connection() {
         "the stranger is named more than once"
     );
 }
+
+/// With `--no-inject` the launcher never sees the workers bind: it finds their listeners in /proc and
+/// copies them (pidfd_getfd) to steer; the stranger still gets nothing.
+#[test]
+fn stranger_gets_nothing_from_servers_that_set_so_reuseport_themselves() {
+    private_netns(true);
+    let dir = TempDir::new("stranger_no_inject");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let launcher = Launcher::spawn(
+        &dir,
+        &[
+            "--workers",
+            &WORKERS.to_string(),
+            "--no-inject",
+            "--steer",
+            "on",
+            "--",
+            EXAMPLE_SERVER,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ],
+    );
+    assert!(
+        launcher.wait_for_log("generation 1 serving", DEADLINE),
+        "{}",
+        launcher.log_tail(20)
+    );
+    let script = dir.join("stranger.py");
+    std::fs::write(&script, STRANGER_PY).unwrap();
+    let listening = dir.join("stranger.listening");
+    let stranger = ChildGuard::spawn(
+        Command::new("python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&listening),
+    );
+    assert!(wait_until(DEADLINE, || listening.exists()));
+    let load = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
+    assert!(load.wait_for_traffic(Duration::from_secs(10)));
+    reload_and_wait(&launcher, WORKERS, 2, DEADLINE, || {});
+    reload_and_wait(&launcher, WORKERS, 3, DEADLINE, || {});
+    assert!(launcher.wait_for_log(&format!("pid {} (", stranger.pid()), DEADLINE));
+    let load = load.stop();
+    assert_eq!(load.failures, 0, "{}", load.raw);
+    assert!(
+        !load.by_generation().contains_key(&STRANGER_GENERATION),
+        "the stranger got connections: {:?}",
+        load.by_pid
+    );
+    assert!(
+        launcher.log_lines("no listening socket found").is_empty(),
+        "{}",
+        launcher.log_tail(20)
+    );
+}

@@ -22,7 +22,7 @@ pub struct WorkerRow {
     pub generation: u32,
     pub slot: usize,
     pub pid: i32,
-    /// starting, ready or draining
+    /// starting, ready, handover (steered out, its queue being accepted) or draining
     pub state: &'static str,
     pub uptime: Duration,
     /// Restarts of this slot in the active generation.
@@ -49,7 +49,7 @@ impl Launcher {
                 state: match w.phase {
                     WorkerPhase::Starting { .. } => "starting",
                     WorkerPhase::Ready => "ready",
-                    WorkerPhase::SteeredOut { .. } => "handing over",
+                    WorkerPhase::SteeredOut { .. } => "handover",
                     WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. } => "draining",
                 },
                 uptime: now.saturating_duration_since(w.spawned_at),

@@ -14,7 +14,7 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>4}  {:>4}  {:>8}  {:<12}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}",
+        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}",
         "GEN", "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "READY IN", "RECEIVING", "QUEUE"
     );
     for w in &snapshot.workers {
@@ -31,7 +31,7 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
             .map_or_else(|| "-".to_string(), |q| q.to_string());
         let _ = writeln!(
             out,
-            "{:>4}  {:>4}  {:>8}  {:<12}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}",
+            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}",
             w.generation,
             w.slot,
             w.pid,

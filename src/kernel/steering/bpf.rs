@@ -77,8 +77,11 @@ impl fmt::Display for BpfError {
         if let Some(hint) = self.hint() {
             write!(f, "; {hint}")?;
         }
-        if let Some(log) = &self.verifier_log {
-            write!(f, "\nverifier log:\n{log}")?;
+        if self.verifier_log.is_some() {
+            write!(
+                f,
+                " (the kernel's verifier refused the program; -v logs its reasons)"
+            )?;
         }
         Ok(())
     }

@@ -94,6 +94,16 @@ impl SteerError {
     }
 }
 
+impl SteerError {
+    /// The verifier's explanation, when the kernel refused the program.
+    pub fn verifier_log(&self) -> Option<&str> {
+        match self {
+            SteerError::Bpf(e) => e.verifier_log.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for SteerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
