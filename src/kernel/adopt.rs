@@ -6,13 +6,15 @@ use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 
 use log::debug;
+use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::Pid;
 
 use super::pidfd;
 use super::sock_diag::{self, LISTEN};
 use super::socket_fds;
 
-/// Copies of every listening TCP socket among `worker`'s file descriptors.
+/// Copies of every listening TCP socket with SO_REUSEPORT among `worker`'s file descriptors (a listener
+/// without it, e.g. an admin port, has no group to steer).
 pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
     let listening: HashSet<u64> = match sock_diag::tcp_sockets(LISTEN) {
         Ok(sockets) => sockets.into_iter().map(|s| s.inode).collect(),
@@ -31,5 +33,6 @@ pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
                 None
             }
         })
+        .filter(|copy| getsockopt(copy, sockopt::ReusePort).unwrap_or(false))
         .collect()
 }

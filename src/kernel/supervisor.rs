@@ -139,17 +139,9 @@ impl Supervisor {
         let Some(router) = self.router.as_mut().filter(|r| r.strangers_due()) else {
             return;
         };
-        let copies = self
-            .watches
-            .iter()
-            .flat_map(BindWatch::listeners)
-            .chain(self.held.iter().flat_map(Held::listeners))
-            .chain(
-                self.adopted
-                    .iter()
-                    .flat_map(|(_, c)| c.iter().map(|c| c.as_fd())),
-            );
+        let copies = listeners_where(&self.watches, &self.held, &self.adopted, |_| true);
         let known: HashSet<u64> = copies
+            .into_iter()
             .filter_map(|fd| nix::sys::stat::fstat(fd.as_raw_fd()).ok())
             .map(|stat| stat.st_ino)
             .collect();
@@ -158,7 +150,9 @@ impl Supervisor {
 
     /// The launcher's copies of the worker's listening sockets, wherever they came from.
     fn listeners(&self, worker: Pid) -> Vec<BorrowedFd<'_>> {
-        listeners_of(&self.watches, &self.held, &self.adopted, worker)
+        listeners_where(&self.watches, &self.held, &self.adopted, |pid| {
+            pid == worker
+        })
     }
 
     /// The descriptors to poll for workers' bind notifications.
@@ -451,7 +445,11 @@ impl Processes for Supervisor {
         };
         let listeners: Vec<BorrowedFd> = receiving
             .iter()
-            .flat_map(|&worker| listeners_of(&self.watches, &self.held, &self.adopted, worker))
+            .flat_map(|&worker| {
+                listeners_where(&self.watches, &self.held, &self.adopted, |pid| {
+                    pid == worker
+                })
+            })
             .collect();
         router.steer(&listeners);
     }
@@ -479,17 +477,17 @@ impl Processes for Supervisor {
     }
 }
 
-/// The launcher's copies of `worker`'s listening sockets: from its bind notifications, its `--listen`
-/// sockets, or adopted from /proc.
-fn listeners_of<'a>(
+/// The launcher's copies of the listening sockets of the workers `wanted` picks: from their bind
+/// notifications, their `--listen` sockets, or adopted from /proc.
+fn listeners_where<'a>(
     watches: &'a [BindWatch],
     held: &'a [Held],
     adopted: &'a [(Pid, Vec<OwnedFd>)],
-    worker: Pid,
+    wanted: impl Fn(Pid) -> bool,
 ) -> Vec<BorrowedFd<'a>> {
-    let watched = watches.iter().filter(|w| w.worker() == worker);
-    let held = held.iter().filter(|h| h.worker() == worker);
-    let adopted = adopted.iter().filter(|(pid, _)| *pid == worker);
+    let watched = watches.iter().filter(|w| wanted(w.worker()));
+    let held = held.iter().filter(|h| wanted(h.worker()));
+    let adopted = adopted.iter().filter(|(pid, _)| wanted(*pid));
     watched
         .flat_map(BindWatch::listeners)
         .chain(held.flat_map(Held::listeners))
