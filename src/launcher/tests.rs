@@ -17,6 +17,10 @@ struct FakeProcesses {
     listeners: Vec<Pid>,
     /// Workers that still have open connections.
     busy: Vec<Pid>,
+    /// Processes outside every worker's tree (what a daemonizing worker leaves behind).
+    strays: Vec<Pid>,
+    /// Strays killed through `kill_left_behind`.
+    killed_strays: Vec<Pid>,
 }
 
 impl Processes for FakeProcesses {
@@ -43,6 +47,13 @@ impl Processes for FakeProcesses {
     }
     fn release_listeners(&mut self, worker: Pid) {
         self.listeners.retain(|&p| p != worker);
+    }
+    fn left_behind(&mut self, _workers: &[Pid]) -> Vec<Pid> {
+        self.strays.clone()
+    }
+    fn kill_left_behind(&mut self, pids: &[Pid]) {
+        self.killed_strays.extend_from_slice(pids);
+        self.strays.retain(|p| !pids.contains(p));
     }
 }
 
@@ -258,6 +269,46 @@ fn generation_one_failure_stops_everything_with_the_reason() {
         }
         other => panic!("unexpected phase {other:?}"),
     }
+}
+
+#[test]
+fn a_worker_that_daemonizes_fails_the_start_and_its_leftovers_are_killed() {
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(policy(), t0);
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    // Worker 0 forked a daemon (now the launcher's child as subreaper) and exited 0.
+    let daemon = Pid::from_raw(4242);
+    p.strays.push(daemon);
+    l.on_exit(&mut p, gen1[0], ExitReason::Exited(0), t0);
+    assert_eq!(p.killed_strays, vec![daemon]);
+    l.on_exit(&mut p, gen1[1], ExitReason::Signaled(Signal::SIGTERM), t0);
+    // The daemon's own exit, reaped by the launcher, is not a worker's and changes nothing.
+    l.on_exit(&mut p, daemon, ExitReason::Signaled(Signal::SIGKILL), t0);
+    match l.phase() {
+        Phase::Finished(Outcome::StartFailed(reason)) => assert!(
+            reason.contains("status 0")
+                && reason.contains("pid 4242")
+                && reason.contains("forked into the background")
+                && reason.contains("daemon off;"),
+            "{reason}"
+        ),
+        other => panic!("unexpected phase {other:?}"),
+    }
+}
+
+#[test]
+fn a_serving_worker_that_daemonizes_is_restarted_and_its_leftovers_killed() {
+    let (mut l, mut p, t0) = serving();
+    let gen1 = pids_of(&p, 1);
+    let daemon = Pid::from_raw(4343);
+    p.strays.push(daemon);
+    l.on_exit(&mut p, gen1[0], ExitReason::Exited(0), t0 + SEC);
+    assert_eq!(p.killed_strays, vec![daemon]);
+    assert_eq!(l.phase(), &Phase::Serving);
+    l.on_timers(&mut p, t0 + 2 * SEC);
+    assert_eq!(pids_of(&p, 1).len(), 3, "slot 0 restarted");
 }
 
 #[test]
