@@ -13,6 +13,7 @@ pub mod netns;
 pub mod procfs;
 pub mod scenarios;
 pub mod unchanged;
+pub mod user_manager;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
