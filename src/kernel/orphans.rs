@@ -15,29 +15,31 @@ pub fn become_subreaper() -> Result<(), String> {
         .map_err(|e| format!("unable to become a child subreaper (PR_SET_CHILD_SUBREAPER): {e}"))
 }
 
-/// Every process below this one that is neither one of `workers` nor inside one of their trees,
-/// parents before their children.
-pub fn left_behind(workers: &[Pid]) -> Vec<Pid> {
+/// Every process below this one that is neither one of `workers` nor inside one of their trees, plus the
+/// children of `exited` (a worker just reaped): right after its reaping /proc may still show them under it
+/// for a moment before they are shown as ours. Parents before their children.
+pub fn left_behind(workers: &[Pid], exited: Option<Pid>) -> Vec<Pid> {
     let children = children_by_parent();
+    let below = |pid: Pid| children.get(&pid).into_iter().flatten().copied();
     let mut found = Vec::new();
-    let mut stack: Vec<Pid> = children
-        .get(&Pid::this())
-        .into_iter()
-        .flatten()
-        .copied()
-        .filter(|pid| !workers.contains(pid))
+    let mut stack: Vec<(Pid, bool)> = below(Pid::this())
+        .chain(exited.into_iter().flat_map(below))
+        .filter(|(pid, _)| !workers.contains(pid))
         .collect();
-    while let Some(pid) = stack.pop() {
-        found.push(pid);
-        stack.extend(children.get(&pid).into_iter().flatten().copied());
+    while let Some((pid, running)) = stack.pop() {
+        if running {
+            found.push(pid);
+        }
+        stack.extend(below(pid));
     }
     found
 }
 
-/// parent -> children of every process in /proc that is still running (zombies left out: they hold
-/// nothing and are reaped by the loop).
-fn children_by_parent() -> HashMap<Pid, Vec<Pid>> {
-    let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+/// parent -> (child, whether it is still running) of every process in /proc. Zombies stay in the map so
+/// that the walk passes through them (a dying parent's children may still be shown under it), but they
+/// are not reported: they hold nothing, and the loop reaps them.
+fn children_by_parent() -> HashMap<Pid, Vec<(Pid, bool)>> {
+    let mut children: HashMap<Pid, Vec<(Pid, bool)>> = HashMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return children;
     };
@@ -57,16 +59,14 @@ fn children_by_parent() -> HashMap<Pid, Vec<Pid>> {
             continue;
         };
         let mut fields = after_name.split_whitespace();
-        let state = fields.next().unwrap_or("Z");
+        let running = !matches!(fields.next(), Some("Z" | "X") | None);
         let Some(ppid) = fields.next().and_then(|p| p.parse::<i32>().ok()) else {
             continue;
         };
-        if state != "Z" && state != "X" {
-            children
-                .entry(Pid::from_raw(ppid))
-                .or_default()
-                .push(Pid::from_raw(pid));
-        }
+        children
+            .entry(Pid::from_raw(ppid))
+            .or_default()
+            .push((Pid::from_raw(pid), running));
     }
     children
 }
@@ -87,7 +87,7 @@ mod tests {
             .unwrap();
         let worker_pid = Pid::from_raw(worker.id() as i32);
         let other_pid = Pid::from_raw(other.id() as i32);
-        let found = left_behind(&[worker_pid]);
+        let found = left_behind(&[worker_pid], None);
         let _ = worker.kill();
         let _ = other.kill();
         let _ = worker.wait();

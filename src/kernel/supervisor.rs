@@ -232,7 +232,7 @@ impl Supervisor {
     /// this is what they left behind) and reaps them, waiting at most FINAL_REAP_LIMIT. No process the
     /// launcher started outlives it.
     pub fn kill_everything_left(&mut self) {
-        let left = orphans::left_behind(&[]);
+        let left = orphans::left_behind(&[], None);
         if left.is_empty() {
             return;
         }
@@ -246,7 +246,7 @@ impl Supervisor {
         );
         self.kill_left_behind(&left);
         let deadline = Instant::now() + FINAL_REAP_LIMIT;
-        while !orphans::left_behind(&[]).is_empty() && Instant::now() < deadline {
+        while !orphans::left_behind(&[], None).is_empty() && Instant::now() < deadline {
             reap_children();
             std::thread::sleep(FINAL_REAP_POLL);
         }
@@ -417,8 +417,8 @@ impl Processes for Supervisor {
         }
     }
 
-    fn left_behind(&mut self, workers: &[Pid]) -> Vec<Pid> {
-        orphans::left_behind(workers)
+    fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid> {
+        orphans::left_behind(workers, Some(exited))
     }
 
     fn kill_left_behind(&mut self, pids: &[Pid]) {

@@ -23,8 +23,9 @@ pub trait Processes {
     /// Forgets the copies of the worker's sockets: it drains itself.
     fn release_listeners(&mut self, worker: Pid);
     /// Processes that are neither one of `workers` nor in one of their trees, and that the launcher
-    /// adopted as subreaper: what exited workers left behind (a server that forked into the background).
-    fn left_behind(&mut self, workers: &[Pid]) -> Vec<Pid>;
+    /// adopted as subreaper (or is adopting from `exited`, the worker just reaped): what exited workers
+    /// left behind (a server that forked into the background).
+    fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid>;
     /// Kills each of `pids` with SIGKILL, by pid.
     fn kill_left_behind(&mut self, pids: &[Pid]);
 }

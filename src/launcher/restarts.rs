@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, warn};
 use nix::unistd::Pid;
 
-use super::backoff::{ordinal, Backoff};
+use super::backoff::{ordinal, Backoff, STABLE_UPTIME};
 use super::{describe, format_delay, ExitReason, Launcher, Phase, Processes, Worker, WorkerPhase};
 
 /// How common servers are kept from forking into the background, for the message about a worker that did.
@@ -42,7 +42,7 @@ impl Launcher {
         // left nothing, and not asked after a stop signal (its group got the signal too).
         let left = match worker.phase {
             WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. } => String::new(),
-            phase => match self.stop_left_behind(processes) {
+            phase => match self.stop_left_behind(processes, worker.pid) {
                 Some(left) => format!("; it left {left}"),
                 // Its daemon may be gone already (its bind failed, say): status 0 before ready still
                 // tells the story.
@@ -69,6 +69,15 @@ impl Launcher {
                 let when = if worker.phase == WorkerPhase::Ready { "before its generation was ready" } else { "before it was ready" };
                 self.fail_reload(processes, format!("{name} exited with {reason} {when}{left}"), now);
             }
+            // Generation 1 counted ready on its child's listener, then the worker went to the background:
+            // restarting it would only fork another daemon. Still generation 1's start, in effect.
+            _ if !left.is_empty()
+                && worker.generation == 1
+                && self.active == 1
+                && now.saturating_duration_since(worker.spawned_at) < STABLE_UPTIME =>
+            {
+                self.fail_start(processes, format!("{name} exited with {reason} right after generation 1 started{left}"), now);
+            }
             _ if worker.generation == self.active => self.schedule_restart(&worker, reason, &left, now),
             _ => error!("{name} exited with {reason} in an unexpected state; this is a bug in reuseport-launch"),
         }
@@ -79,9 +88,9 @@ impl Launcher {
     /// live worker's tree) and says what they were, for the exit message; None when there are none.
     /// A worker that exits while its children run on has forked into the background: the children hold
     /// its port beyond the launcher's control, and a restart would only add one more.
-    fn stop_left_behind(&mut self, processes: &mut impl Processes) -> Option<String> {
+    fn stop_left_behind(&mut self, processes: &mut impl Processes, exited: Pid) -> Option<String> {
         let live: Vec<Pid> = self.workers.iter().map(|w| w.pid).collect();
-        let left = processes.left_behind(&live);
+        let left = processes.left_behind(exited, &live);
         if left.is_empty() {
             return None;
         }

@@ -48,7 +48,7 @@ impl Processes for FakeProcesses {
     fn release_listeners(&mut self, worker: Pid) {
         self.listeners.retain(|&p| p != worker);
     }
-    fn left_behind(&mut self, _workers: &[Pid]) -> Vec<Pid> {
+    fn left_behind(&mut self, _exited: Pid, _workers: &[Pid]) -> Vec<Pid> {
         self.strays.clone()
     }
     fn kill_left_behind(&mut self, pids: &[Pid]) {
@@ -299,15 +299,42 @@ fn a_worker_that_daemonizes_fails_the_start_and_its_leftovers_are_killed() {
 }
 
 #[test]
-fn a_serving_worker_that_daemonizes_is_restarted_and_its_leftovers_killed() {
+fn a_worker_that_daemonizes_right_after_generation_one_served_fails_the_start() {
     let (mut l, mut p, t0) = serving();
     let gen1 = pids_of(&p, 1);
     let daemon = Pid::from_raw(4343);
     p.strays.push(daemon);
     l.on_exit(&mut p, gen1[0], ExitReason::Exited(0), t0 + SEC);
     assert_eq!(p.killed_strays, vec![daemon]);
+    l.on_exit(
+        &mut p,
+        gen1[1],
+        ExitReason::Signaled(Signal::SIGTERM),
+        t0 + SEC,
+    );
+    match l.phase() {
+        Phase::Finished(Outcome::StartFailed(reason)) => {
+            assert!(reason.contains("forked into the background"), "{reason}")
+        }
+        other => panic!("unexpected phase {other:?}"),
+    }
+}
+
+#[test]
+fn a_long_serving_worker_that_leaves_children_is_restarted_and_they_are_killed() {
+    let (mut l, mut p, t0) = serving();
+    let gen1 = pids_of(&p, 1);
+    let child = Pid::from_raw(4444);
+    p.strays.push(child);
+    l.on_exit(
+        &mut p,
+        gen1[0],
+        ExitReason::Signaled(Signal::SIGSEGV),
+        t0 + 60 * SEC,
+    );
+    assert_eq!(p.killed_strays, vec![child]);
     assert_eq!(l.phase(), &Phase::Serving);
-    l.on_timers(&mut p, t0 + 2 * SEC);
+    l.on_timers(&mut p, t0 + 61 * SEC);
     assert_eq!(pids_of(&p, 1).len(), 3, "slot 0 restarted");
 }
 
