@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use super::help_text;
+use super::{help_text, suggest};
 
 use crate::kernel::worker_spec::{RunAs, WorkerSpec};
 use crate::launcher::{DrainMode, Policy, ReadyMode};
@@ -300,7 +300,7 @@ impl Config {
         };
         let mut command = args.command.into_iter();
         let given = command.next().ok_or_else(|| bad("PROGRAM is missing"))?;
-        let program = resolve_program(&given).map_err(|e| match near_command(&given) {
+        let program = resolve_program(&given).map_err(|e| match suggest::near_command(&given) {
             Some(command) => bad(&format!(
                 "{}: unknown command; did you mean `reuseport-launch {command}`? (a PROGRAM of that name must be \
                  written with a path: ./{})",
@@ -537,38 +537,6 @@ fn log_level(verbose: u8, quiet: u8) -> log::LevelFilter {
     }
 }
 
-/// The control command `given` is probably a typo of (one or two letters off), when it names no path.
-fn near_command(given: &OsString) -> Option<&'static str> {
-    let given = given.to_str()?;
-    if given.contains('/') {
-        return None;
-    }
-    super::control_client::SUBCOMMANDS
-        .iter()
-        .copied()
-        .find(|command| edit_distance(given, command) <= TYPO_DISTANCE)
-}
-
-/// How far (insertions, deletions, substitutions) a typo of a control command may be from it: catches
-/// `statuss`, `relaod`, `sacle`; only a PROGRAM that is not on PATH is ever compared, so a real program
-/// named like a command still runs.
-const TYPO_DISTANCE: usize = 2;
-
-/// Levenshtein distance of two short words.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
-}
-
 /// Finds PROGRAM the way execvp would (PATH lookup when it has no slash) and checks it can be executed,
 /// so a typo fails before any worker starts.
 fn resolve_program(given: &OsString) -> Result<PathBuf, ConfigError> {
@@ -655,15 +623,6 @@ mod tests {
         assert!(err.to_string().contains("no-such-user-xyz"));
         let err = resolve_run_as(None, Some("no-such-group-xyz")).unwrap_err();
         assert!(err.to_string().contains("no-such-group-xyz"));
-    }
-
-    #[test]
-    fn typos_of_control_commands_are_recognised() {
-        assert_eq!(near_command(&"statuss".into()), Some("status"));
-        assert_eq!(near_command(&"relaod".into()), Some("reload"));
-        assert_eq!(near_command(&"./statuss".into()), None);
-        assert_eq!(near_command(&"nginx".into()), None);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

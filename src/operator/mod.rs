@@ -10,4 +10,5 @@ pub mod docs;
 pub mod help_text;
 pub mod logging;
 pub mod status;
+pub mod suggest;
 pub mod systemd;
