@@ -34,6 +34,12 @@ fn typo_of_a_control_command_suggests_it() {
         "no suggestion: {output}"
     );
     assert!(!output.contains("not found on PATH"), "{output}");
+    let (code, output) = run(&dir, &["completions", "bash"]);
+    assert_eq!(code, Some(2), "output: {output}");
+    assert!(
+        output.contains("did you mean `reuseport-launch --generate complete-bash"),
+        "no suggestion: {output}"
+    );
 }
 
 #[test]

@@ -1,14 +1,41 @@
 //! "Did you mean": a PROGRAM that is not on PATH but is one or two letters off a control command
-//! (`statuss`) is taken for a typo of that command. Invariant: only a name that resolves to no program is
-//! ever compared, so a real program named like a command still runs.
+//! (`statuss`) is taken for a typo of that command, and `completions` or `generate` for `--generate`.
+//! Invariant: only a name that resolves to no program is ever compared, so a real program named like a
+//! command still runs.
 
 use std::ffi::OsString;
 
-/// The control command `given` is probably a typo of (one or two letters off), when it names no path.
+/// Words a newcomer tries for the generated docs, with what to type instead.
+const DOC_WORDS: &[(&str, &str)] = &[
+    (
+        "completions",
+        "--generate complete-bash (or complete-zsh, complete-fish)",
+    ),
+    (
+        "completion",
+        "--generate complete-bash (or complete-zsh, complete-fish)",
+    ),
+    (
+        "complete",
+        "--generate complete-bash (or complete-zsh, complete-fish)",
+    ),
+    (
+        "generate",
+        "--generate man (or complete-bash, complete-zsh, complete-fish)",
+    ),
+    ("help", "--help"),
+];
+
+/// What the user probably meant by `given` (the rest of the command line after `reuseport-launch`), when
+/// it names no path: a control command one or two letters off (`statuss`), or the flag behind a word
+/// like `completions`.
 pub fn near_command(given: &OsString) -> Option<&'static str> {
     let given = given.to_str()?;
     if given.contains('/') {
         return None;
+    }
+    if let Some((_, flag)) = DOC_WORDS.iter().find(|(word, _)| *word == given) {
+        return Some(flag);
     }
     super::control_client::SUBCOMMANDS
         .iter()
@@ -46,6 +73,8 @@ mod tests {
         assert_eq!(near_command(&"relaod".into()), Some("reload"));
         assert_eq!(near_command(&"./statuss".into()), None);
         assert_eq!(near_command(&"nginx".into()), None);
+        assert!(near_command(&"completions".into())
+            .is_some_and(|s| s.contains("--generate complete-bash")));
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }
