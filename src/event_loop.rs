@@ -89,6 +89,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             io.control.on_announcement(&announcement);
         }
         if let Phase::Finished(outcome) = launcher.phase() {
+            io.supervisor.kill_everything_left();
             return Ok(outcome.clone());
         }
         if probe_due.is_none_or(|due| due <= Instant::now()) {

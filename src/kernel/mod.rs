@@ -9,6 +9,7 @@ pub mod inject;
 pub mod listen;
 pub mod node_ipc;
 pub mod notify_socket;
+pub mod orphans;
 pub mod pidfd;
 pub mod process_tree;
 pub mod signals;

@@ -19,7 +19,7 @@ use std::process::Command;
 use log::{debug, warn};
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use socket2::SockRef;
@@ -29,11 +29,17 @@ use super::connections;
 use super::inject::{self, BindWatch};
 use super::listen::{self, Held};
 use super::node_ipc;
+use super::orphans;
 use super::steering::queue;
 use super::steering::router::Router;
 use super::worker_spec::{RunAs, WorkerSpec};
 use crate::launcher::{ExitReason, Processes};
 
+/// How long the launcher waits at exit for the processes it killed there to be gone: SIGKILL takes
+/// effect within milliseconds unless a process is stuck in the kernel, and then waiting longer won't help.
+const FINAL_REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the exit path checks that they are gone.
+const FINAL_REAP_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 pub const ENV_WORKER: &str = "REUSEPORT_LAUNCH_WORKER";
 pub const ENV_GENERATION: &str = "REUSEPORT_LAUNCH_GENERATION";
 pub const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
@@ -90,6 +96,9 @@ pub struct Supervisor {
 
 impl Supervisor {
     pub fn new(config: WorkerSpec, notify_socket: PathBuf) -> Result<Supervisor, String> {
+        // Before the first spawn: a worker's orphans (a server that forks into the background) must
+        // become our children, so that they can be found, stopped and reaped.
+        orphans::become_subreaper()?;
         let fixed_fds = config.listen.len() + usize::from(config.node_ipc);
         let reserved = if fixed_fds == 0 {
             Vec::new()
@@ -262,6 +271,31 @@ impl Supervisor {
 
     /// Every child that has exited since the last call, without blocking; their watches and the
     /// launcher's copies of their sockets are closed.
+    /// On the way out: kills every process still below the launcher (all workers are gone by now, so
+    /// this is what they left behind) and reaps them, waiting at most FINAL_REAP_LIMIT. No process the
+    /// launcher started outlives it.
+    pub fn kill_everything_left(&mut self) {
+        let left = orphans::left_behind(&[], None);
+        if left.is_empty() {
+            return;
+        }
+        debug!(
+            "at exit: killing {} process(es) left behind by workers (pid {})",
+            left.len(),
+            left.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.kill_left_behind(&left);
+        let deadline = Instant::now() + FINAL_REAP_LIMIT;
+        while !orphans::left_behind(&[], None).is_empty() && Instant::now() < deadline {
+            reap_children();
+            std::thread::sleep(FINAL_REAP_POLL);
+        }
+        reap_children();
+    }
+
     pub fn reap(&mut self) -> Vec<(Pid, ExitReason)> {
         let exited = reap_children();
         let gone = |worker: Pid| exited.iter().any(|(pid, _)| *pid == worker);
@@ -473,6 +507,22 @@ impl Processes for Supervisor {
         }
         if let Some(watch) = self.watch(worker) {
             watch.release_sockets();
+        }
+    }
+
+    fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid> {
+        orphans::left_behind(workers, Some(exited))
+    }
+
+    fn kill_left_behind(&mut self, pids: &[Pid]) {
+        for &pid in pids {
+            // By pid, never by group: a daemon's setsid() gave it a group of its own, and a pid of ours is
+            // still ours (it is our child or a descendant of one until we reap it).
+            if let Err(e) = kill(pid, Signal::SIGKILL) {
+                if e != Errno::ESRCH {
+                    log::warn!("unable to kill pid {pid}, left behind by a worker: {e}");
+                }
+            }
         }
     }
 }

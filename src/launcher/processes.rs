@@ -28,4 +28,10 @@ pub trait Processes {
     /// Connections waiting in the accept queues of the worker's listeners; None when the launcher
     /// holds none of them.
     fn accept_queue(&mut self, worker: Pid) -> Option<u32>;
+    /// Processes that are neither one of `workers` nor in one of their trees, and that the launcher
+    /// adopted as subreaper (or is adopting from `exited`, the worker just reaped): what exited workers
+    /// left behind (a server that forked into the background).
+    fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid>;
+    /// Kills each of `pids` with SIGKILL, by pid.
+    fn kill_left_behind(&mut self, pids: &[Pid]);
 }

@@ -21,6 +21,10 @@ struct FakeProcesses {
     steered: Vec<Vec<Pid>>,
     /// Accept queue depth by worker (absent: 0).
     queued: Vec<(Pid, u32)>,
+    /// Processes outside every worker's tree (what a daemonizing worker leaves behind).
+    strays: Vec<Pid>,
+    /// Strays killed through `kill_left_behind`.
+    killed_strays: Vec<Pid>,
 }
 
 impl Processes for FakeProcesses {
@@ -58,6 +62,13 @@ impl Processes for FakeProcesses {
                 .find(|(p, _)| *p == worker)
                 .map_or(0, |q| q.1),
         )
+    }
+    fn left_behind(&mut self, _exited: Pid, _workers: &[Pid]) -> Vec<Pid> {
+        self.strays.clone()
+    }
+    fn kill_left_behind(&mut self, pids: &[Pid]) {
+        self.killed_strays.extend_from_slice(pids);
+        self.strays.retain(|p| !pids.contains(p));
     }
 }
 
@@ -289,6 +300,73 @@ fn generation_one_failure_stops_everything_with_the_reason() {
         }
         other => panic!("unexpected phase {other:?}"),
     }
+}
+
+#[test]
+fn a_worker_that_daemonizes_fails_the_start_and_its_leftovers_are_killed() {
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(policy(), t0);
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    // Worker 0 forked a daemon (now the launcher's child as subreaper) and exited 0.
+    let daemon = Pid::from_raw(4242);
+    p.strays.push(daemon);
+    l.on_exit(&mut p, gen1[0], ExitReason::Exited(0), t0);
+    assert_eq!(p.killed_strays, vec![daemon]);
+    l.on_exit(&mut p, gen1[1], ExitReason::Signaled(Signal::SIGTERM), t0);
+    // The daemon's own exit, reaped by the launcher, is not a worker's and changes nothing.
+    l.on_exit(&mut p, daemon, ExitReason::Signaled(Signal::SIGKILL), t0);
+    match l.phase() {
+        Phase::Finished(Outcome::StartFailed(reason)) => assert!(
+            reason.contains("status 0")
+                && reason.contains("pid 4242")
+                && reason.contains("forked into the background")
+                && reason.contains("daemon off;"),
+            "{reason}"
+        ),
+        other => panic!("unexpected phase {other:?}"),
+    }
+}
+
+#[test]
+fn a_worker_that_daemonizes_right_after_generation_one_served_fails_the_start() {
+    let (mut l, mut p, t0) = serving();
+    let gen1 = pids_of(&p, 1);
+    let daemon = Pid::from_raw(4343);
+    p.strays.push(daemon);
+    l.on_exit(&mut p, gen1[0], ExitReason::Exited(0), t0 + SEC);
+    assert_eq!(p.killed_strays, vec![daemon]);
+    l.on_exit(
+        &mut p,
+        gen1[1],
+        ExitReason::Signaled(Signal::SIGTERM),
+        t0 + SEC,
+    );
+    match l.phase() {
+        Phase::Finished(Outcome::StartFailed(reason)) => {
+            assert!(reason.contains("forked into the background"), "{reason}")
+        }
+        other => panic!("unexpected phase {other:?}"),
+    }
+}
+
+#[test]
+fn a_long_serving_worker_that_leaves_children_is_restarted_and_they_are_killed() {
+    let (mut l, mut p, t0) = serving();
+    let gen1 = pids_of(&p, 1);
+    let child = Pid::from_raw(4444);
+    p.strays.push(child);
+    l.on_exit(
+        &mut p,
+        gen1[0],
+        ExitReason::Signaled(Signal::SIGSEGV),
+        t0 + 60 * SEC,
+    );
+    assert_eq!(p.killed_strays, vec![child]);
+    assert_eq!(l.phase(), &Phase::Serving);
+    l.on_timers(&mut p, t0 + 61 * SEC);
+    assert_eq!(pids_of(&p, 1).len(), 3, "slot 0 restarted");
 }
 
 #[test]

@@ -13,11 +13,11 @@ impl Launcher {
         self.kill_overdue(processes, now);
         if let Some(late) = self.workers.iter().find(|w| matches!(w.phase, WorkerPhase::Starting { ready_deadline } if ready_deadline <= now)).cloned() {
             let hint = match (self.policy.ready, late.listening) {
-                (ReadyMode::Listen, _) => "check that it listens on a TCP port",
+                (ReadyMode::Listen, _) => "check that it listens on a TCP port, or raise --ready-timeout",
                 (_, true) => {
                     "it listens but never sent READY=1; if the server does not speak sd_notify, use --ready listen"
                 }
-                _ => "check that it listens, or sends READY=1 to $NOTIFY_SOCKET",
+                _ => "check that it listens, or sends READY=1 to $NOTIFY_SOCKET, or raise --ready-timeout",
             };
             let reason = format!(
                 "{} not ready after {:.1}s (--ready-timeout); {hint}",

@@ -8,7 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use super::{help_text, suggest};
 
 use crate::kernel::worker_spec::{RunAs, WorkerSpec};
 use crate::launcher::{DrainMode, Policy, ReadyMode};
@@ -33,37 +35,31 @@ const MAX_HANDOVER_GRACE_MS: u64 = 60_000;
 const CAP_SETGID_BIT: u64 = 1 << 6;
 const CAP_SETUID_BIT: u64 = 1 << 7;
 
-const EXAMPLES: &str = "\
-Talk to a running launcher (see each one's --help):
-  reuseport-launch status [--name NAME] [--json]
-  reuseport-launch reload [--name NAME] [--wait]
-  reuseport-launch scale [--name NAME] N
-  reuseport-launch stop [--name NAME]
-
-Examples:
-  reuseport-launch --workers 4 -- ./server --port 8080
-  kill -HUP <launcher pid>     start a new generation, then drain and stop the old one
-  kill -TERM <launcher pid>    drain and stop every worker, then exit";
-
 /// Zero-downtime restarts for any Linux network server: runs N workers of PROGRAM on one SO_REUSEPORT
 /// port and swaps the whole generation on SIGHUP without refusing a connection.
+///
+/// On SIGHUP (or `reuseport-launch reload`, or `systemctl reload`) it starts a complete new generation of
+/// workers beside the old one, waits until every new worker is ready, and only then drains and stops the
+/// old generation. The kernel spreads connections over every listener of the port; the launcher is never
+/// in the data path.
 #[derive(Debug, Parser)]
 #[command(
     name = "reuseport-launch",
     version,
     override_usage = "reuseport-launch [OPTIONS] [--] PROGRAM [ARGS]...",
-    after_help = EXAMPLES,
+    // `--workers -1` is a bad value, not a flag `-1` to be passed after `--` (which would make it PROGRAM).
+    allow_negative_numbers = true,
 )]
 pub struct Args {
     /// Number of workers per generation [default: number of available CPUs]
-    #[arg(short = 'w', long, value_name = "N")]
+    #[arg(short = 'w', long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<usize>,
 
-    /// Seconds every worker of a new generation has to send READY=1 before the generation is given up
+    /// Seconds a new generation has to get ready before it is given up
     #[arg(long, value_name = "SECS", default_value = "60")]
     pub ready_timeout: f64,
 
-    /// Seconds a worker has to exit after the stop signal before it is killed with SIGKILL
+    /// Seconds a worker has to exit after the stop signal before SIGKILL
     #[arg(long, value_name = "SECS", default_value = "30")]
     pub stop_timeout: f64,
 
@@ -71,31 +67,39 @@ pub struct Args {
     #[arg(long, value_name = "SIG", default_value = "TERM")]
     pub stop_signal: String,
 
-    /// What makes a worker ready: `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN
-    /// state, seen without connecting), `auto` (READY=1 when the server speaks sd_notify, else listen)
+    /// What makes a worker ready: READY=1, a listening socket, or auto
+    ///
+    /// `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN state, seen without
+    /// connecting), `auto` (READY=1 when the server speaks sd_notify, else listen)
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub ready: ReadyArg,
 
-    /// How a worker is drained: `signal` (the stop signal; the server drains itself), `listener` (take its
-    /// listener out of the port's group, wait until its connections end, then the stop signal), `auto`
-    /// (listener for servers that do not speak sd_notify, signal for those that do)
+    /// How a worker is drained: by its stop signal, by closing its listener first, or auto
+    ///
+    /// `signal` (the stop signal; the server drains itself), `listener` (take its listener out of the
+    /// port's group, wait until its connections end, then the stop signal), `auto` (listener for servers
+    /// that do not speak sd_notify, signal for those that do)
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub drain: DrainArg,
 
-    /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself). Injection
-    /// installs a seccomp filter; when the launcher is not root that needs no_new_privs, which makes
-    /// file capabilities (setcap) of PROGRAM ineffective
+    /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself)
+    ///
+    /// Injection installs a seccomp filter; when the launcher is not root that needs no_new_privs, which
+    /// makes file capabilities (setcap) of PROGRAM ineffective
     #[arg(long)]
     pub no_inject: bool,
 
-    /// The launcher binds this address for every worker and passes the sockets as fds 3, 4, ... with
-    /// systemd socket activation (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; PORT when only one). Repeatable.
+    /// Bind this address for every worker and pass it as systemd socket activation does. Repeatable
+    ///
+    /// The sockets are fds 3, 4, ... (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; PORT when only one).
     /// `8080` means [::]:8080 (IPv6 and IPv4); also `127.0.0.1:8080`, `[::1]:8080`. No injection then
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
 
-    /// Run workers as this user (name or uid), with its primary group unless --group is given. Needs
-    /// a root launcher (or CAP_SETUID and CAP_SETGID)
+    /// Run workers as this user (name or uid)
+    ///
+    /// With its primary group unless --group is given. Needs a root launcher (or CAP_SETUID and
+    /// CAP_SETGID)
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
 
@@ -103,13 +107,15 @@ pub struct Args {
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
 
-    /// Give every worker a Node IPC channel (NODE_CHANNEL_FD), so `process.send('ready')` counts as
-    /// READY=1, as with PM2's wait_ready [default: on when PROGRAM is node or nodejs]
+    /// Give every worker a Node IPC channel [default: on when PROGRAM is node or nodejs]
+    ///
+    /// NODE_CHANNEL_FD, so `process.send('ready')` counts as READY=1, as with PM2's wait_ready
     #[arg(long)]
     pub node_ipc: bool,
 
-    /// Ask workers to stop by sending this message over the Node IPC channel instead of the stop signal
-    /// (PM2's shutdown_with_message), e.g. `--stop-message shutdown`; SIGKILL after --stop-timeout
+    /// Ask workers to stop with this Node IPC message instead of the stop signal
+    ///
+    /// PM2's shutdown_with_message, e.g. `--stop-message shutdown`; SIGKILL after --stop-timeout
     #[arg(long, value_name = "MSG")]
     pub stop_message: Option<String>,
 
@@ -117,8 +123,9 @@ pub struct Args {
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// Instance name: names the control socket used by `reuseport-launch status|reload|scale|stop`
-    /// [default: PROGRAM's file name]
+    /// Instance name, for `reuseport-launch status|reload|scale|stop` [default: PROGRAM's file name]
+    ///
+    /// It names the control socket; two launchers need two names
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
@@ -146,9 +153,56 @@ pub struct Args {
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
 
+    /// Print the man page or a shell completion script to stdout, and exit
+    ///
+    /// E.g. `reuseport-launch --generate man > reuseport-launch.1`,
+    /// `reuseport-launch --generate complete-bash > /etc/bash_completion.d/reuseport-launch`
+    #[arg(long, value_enum, value_name = "WHAT", exclusive = true)]
+    pub generate: Option<Generate>,
+
     /// The server to run in every worker, and its arguments
-    #[arg(value_name = "PROGRAM", required = true, trailing_var_arg = true)]
+    #[arg(
+        value_name = "PROGRAM",
+        required_unless_present = "generate",
+        trailing_var_arg = true
+    )]
     pub command: Vec<OsString>,
+}
+
+/// `--generate` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The man page, reuseport-launch(1), in roff
+    Man,
+    /// A bash completion script
+    CompleteBash,
+    /// A zsh completion script
+    CompleteZsh,
+    /// A fish completion script
+    CompleteFish,
+}
+
+/// The launcher's clap command, with the reference text of help_text.rs: a pointer to it after `-h`, all
+/// of it after `--help`.
+pub fn command() -> clap::Command {
+    Args::command()
+        .after_help(help_text::SHORT_FOOTER)
+        .after_long_help(help_text::long_footer())
+}
+
+/// Parses argv with `command()`.
+pub fn parse(argv: Vec<OsString>) -> Result<Args, clap::Error> {
+    let matches = command().try_get_matches_from(argv)?;
+    Args::from_arg_matches(&matches)
+}
+
+/// `--workers N`: a whole number of at least 1 (the limit is checked in Config::from_args).
+fn parse_workers(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        Ok(_) => Err("expected a whole number of workers, at least 1".into()),
+        Err(_) => Err("expected a whole number of workers, such as 4".into()),
+    }
 }
 
 /// `--ready` values.
@@ -278,7 +332,15 @@ impl Config {
         };
         let mut command = args.command.into_iter();
         let given = command.next().ok_or_else(|| bad("PROGRAM is missing"))?;
-        let program = resolve_program(&given)?;
+        let program = resolve_program(&given).map_err(|e| match suggest::near_command(&given) {
+            Some(command) => bad(&format!(
+                "{}: unknown command; did you mean `reuseport-launch {command}`? (a PROGRAM of that name must be \
+                 written with a path: ./{})",
+                given.to_string_lossy(),
+                given.to_string_lossy()
+            )),
+            None => e,
+        })?;
         let name = match args.name {
             Some(name) => name,
             None => program
@@ -488,10 +550,20 @@ pub fn parse_signal(text: &str) -> Result<Signal, ConfigError> {
         }
     };
     match parsed {
-        Some(Signal::SIGKILL | Signal::SIGSTOP) | None => Err(bad(&format!(
-            "--stop-signal {text}: not a signal a worker can handle; use a name such as TERM, INT or QUIT, or a number"
+        Some(signal @ (Signal::SIGKILL | Signal::SIGSTOP)) => Err(bad(&format!(
+            "--stop-signal {text}: {} cannot be caught, so a worker could not drain on it; use TERM, INT or QUIT \
+             (SIGKILL follows anyway after --stop-timeout)",
+            signal.as_str()
         ))),
         Some(signal) => Ok(signal),
+        None if text.trim().parse::<i32>().is_ok() => Err(bad(&format!(
+            "--stop-signal {text}: no such signal number; the signals a worker can be asked to stop with are \
+             1 to 31 except 9 and 19 (see `kill -l`), e.g. 15 (TERM)"
+        ))),
+        None => Err(bad(&format!(
+            "--stop-signal {text}: no signal of that name; use a name such as TERM, INT or QUIT (see `kill -l`), \
+             or its number"
+        ))),
     }
 }
 
@@ -591,6 +663,22 @@ mod tests {
         assert!(err.to_string().contains("no-such-user-xyz"));
         let err = resolve_run_as(None, Some("no-such-group-xyz")).unwrap_err();
         assert!(err.to_string().contains("no-such-group-xyz"));
+    }
+
+    #[test]
+    fn stop_signal_errors_say_why() {
+        assert!(parse_signal("99")
+            .unwrap_err()
+            .to_string()
+            .contains("no such signal number"));
+        assert!(parse_signal("KILL")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be caught"));
+        assert!(parse_signal("TERMM")
+            .unwrap_err()
+            .to_string()
+            .contains("no signal of that name"));
     }
 
     #[test]
