@@ -105,12 +105,7 @@ fn reload_under_load_with_strangers(
     args.extend(launcher_args.iter().cloned());
     args.extend(["--".into(), "python3".into(), script.clone()]);
     args.extend(server_args.iter().cloned());
-    let launcher = Launcher::spawn(&dir, &args);
-    assert!(
-        launcher.wait_for_log("generation 1 serving", DEADLINE),
-        "{}",
-        launcher.log_tail(20)
-    );
+    let launcher = Launcher::spawn_serving(&dir, &args, DEADLINE);
     assert!(launcher.wait_for_log("steering on", Duration::from_secs(1)));
     let _stranger = stranger(&dir, &script, groups);
     let loads: Vec<Loadgen> = targets

@@ -31,6 +31,24 @@ while True:
     c.close()
 "#;
 
+/// Starts the stranger on 127.0.0.1:`port` and waits until it listens.
+fn start_stranger(dir: &TempDir, port: u16) -> ChildGuard {
+    let script = dir.join("stranger.py");
+    std::fs::write(&script, STRANGER_PY).unwrap();
+    let listening = dir.join("stranger.listening");
+    let stranger = ChildGuard::spawn(
+        Command::new("python3")
+            .arg(&script)
+            .arg(port.to_string())
+            .arg(&listening),
+    );
+    assert!(
+        wait_until(DEADLINE, || listening.exists()),
+        "the stranger never listened"
+    );
+    stranger
+}
+
 #[test]
 fn stranger_on_the_port_gets_no_connection() {
     private_netns(true);
@@ -38,7 +56,7 @@ fn stranger_on_the_port_gets_no_connection() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let server = |launcher_dir: &TempDir, name: &str, steer: &str| {
-        Launcher::spawn(
+        Launcher::spawn_serving(
             launcher_dir,
             &[
                 "--workers",
@@ -54,28 +72,11 @@ fn stranger_on_the_port_gets_no_connection() {
                 "--port",
                 &port.to_string(),
             ],
+            DEADLINE,
         )
     };
     let launcher = server(&dir, "steered", "on");
-    assert!(
-        launcher.wait_for_log("generation 1 serving", DEADLINE),
-        "{}",
-        launcher.log_tail(20)
-    );
-
-    let script = dir.join("stranger.py");
-    std::fs::write(&script, STRANGER_PY).unwrap();
-    let listening = dir.join("stranger.listening");
-    let stranger = ChildGuard::spawn(
-        Command::new("python3")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&listening),
-    );
-    assert!(
-        wait_until(DEADLINE, || listening.exists()),
-        "the stranger never listened"
-    );
+    let stranger = start_stranger(&dir, port);
     let load = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
     assert!(load.wait_for_traffic(Duration::from_secs(10)));
     reload_and_wait(&launcher, WORKERS, 2, DEADLINE, || {});
@@ -88,11 +89,6 @@ fn stranger_on_the_port_gets_no_connection() {
 
     let other_dir = TempDir::new("stranger_on_the_port_other_launcher");
     let other = server(&other_dir, "other", "off");
-    assert!(
-        other.wait_for_log("generation 1 serving", DEADLINE),
-        "{}",
-        other.log_tail(20)
-    );
     let other_workers = other.workers_of(1);
     reload_and_wait(&launcher, WORKERS, 3, DEADLINE, || {});
     let other_named = format!("another reuseport-launch (launcher pid {})", other.pid());
@@ -136,7 +132,7 @@ fn stranger_gets_nothing_from_servers_that_set_so_reuseport_themselves() {
     let dir = TempDir::new("stranger_no_inject");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let launcher = Launcher::spawn(
+    let launcher = Launcher::spawn_serving(
         &dir,
         &[
             "--workers",
@@ -151,22 +147,9 @@ fn stranger_gets_nothing_from_servers_that_set_so_reuseport_themselves() {
             "--port",
             &port.to_string(),
         ],
+        DEADLINE,
     );
-    assert!(
-        launcher.wait_for_log("generation 1 serving", DEADLINE),
-        "{}",
-        launcher.log_tail(20)
-    );
-    let script = dir.join("stranger.py");
-    std::fs::write(&script, STRANGER_PY).unwrap();
-    let listening = dir.join("stranger.listening");
-    let stranger = ChildGuard::spawn(
-        Command::new("python3")
-            .arg(&script)
-            .arg(port.to_string())
-            .arg(&listening),
-    );
-    assert!(wait_until(DEADLINE, || listening.exists()));
+    let stranger = start_stranger(&dir, port);
     let load = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
     assert!(load.wait_for_traffic(Duration::from_secs(10)));
     reload_and_wait(&launcher, WORKERS, 2, DEADLINE, || {});

@@ -16,6 +16,8 @@ use nix::libc;
 use nix::unistd::Pid;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use super::process_tree;
+
 /// The first fd of the socket-activation protocol (SD_LISTEN_FDS_START): 0-2 are stdio.
 pub const LISTEN_FDS_START: RawFd = 3;
 /// Accept queue length of each launcher-bound socket: the same as example-server and common servers;
@@ -185,7 +187,7 @@ pub fn find_holder(port: u16) -> Option<(i32, String)> {
                 .unwrap_or(false)
         });
         if holds {
-            return Some((pid, command_line(pid)));
+            return Some((pid, process_tree::command_line(Pid::from_raw(pid))));
         }
     }
     None
@@ -208,22 +210,6 @@ fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
         })
         .filter(|&inode| inode != 0)
         .collect()
-}
-
-/// A process's command line with spaces between arguments, or its name when that is empty.
-fn command_line(pid: i32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let text = String::from_utf8_lossy(&raw)
-        .split('\0')
-        .filter(|a| !a.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ");
-    if text.is_empty() {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .map_or_else(|_| "?".into(), |c| c.trim().to_string())
-    } else {
-        text
-    }
 }
 
 /// Between fork and exec: puts `sockets[i]` at fd 3+i, without close-on-exec. The sources all sit at or

@@ -1,5 +1,6 @@
-//! Parent links between processes, read from /proc. Used to accept a notify message from a descendant
-//! of a worker (a wrapper script's child, say) and nobody else.
+//! Parent links between processes, and their command lines, read from /proc. Used to accept a notify
+//! message from a descendant of a worker (a wrapper script's child, say) and nobody else, and to name
+//! the process behind a socket.
 
 use nix::unistd::Pid;
 
@@ -29,6 +30,33 @@ pub fn find_ancestor(pid: Pid, is_target: impl Fn(Pid) -> bool) -> Option<Pid> {
         }
     }
     None
+}
+
+/// A process's command line with spaces between arguments, or its name when that is empty.
+pub fn command_line(pid: Pid) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&raw)
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if text.is_empty() {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map_or_else(|_| "?".into(), |c| c.trim().to_string())
+    } else {
+        text
+    }
+}
+
+/// Every process id in /proc.
+pub fn all_pids() -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .map(Pid::from_raw)
+        .collect()
 }
 
 #[cfg(test)]

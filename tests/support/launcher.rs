@@ -81,6 +81,21 @@ impl Launcher {
         }
     }
 
+    /// Like `spawn`, then waits until generation 1 serves; panics with the log's tail after `deadline`.
+    pub fn spawn_serving<S: AsRef<OsStr>>(
+        dir: &TempDir,
+        args: &[S],
+        deadline: Duration,
+    ) -> Launcher {
+        let launcher = Self::spawn(dir, args);
+        assert!(
+            launcher.wait_for_log("generation 1 serving", deadline),
+            "generation 1 did not become ready within {deadline:?}: {}",
+            launcher.log_tail(20)
+        );
+        launcher
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

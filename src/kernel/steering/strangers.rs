@@ -39,7 +39,7 @@ pub fn find(ports: &[u16], known: &HashSet<u64>, is_ours: impl Fn(Pid) -> bool) 
     let me = Pid::this();
     let mut found = Vec::new();
     let mut seen = HashSet::new();
-    for pid in all_pids() {
+    for pid in process_tree::all_pids() {
         if pid == me || !seen.insert(pid) {
             continue;
         }
@@ -55,22 +55,12 @@ pub fn find(ports: &[u16], known: &HashSet<u64>, is_ours: impl Fn(Pid) -> bool) 
         }
         found.push(Stranger {
             pid: pid.as_raw(),
-            command: command_line(pid),
+            command: process_tree::command_line(pid),
             port,
             other_launcher: other_launcher(pid),
         });
     }
     found
-}
-
-fn all_pids() -> Vec<Pid> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .map(Pid::from_raw)
-        .collect()
 }
 
 /// A worker of another launcher has REUSEPORT_LAUNCH_WORKER in its environment; its launcher is the
@@ -96,19 +86,4 @@ fn other_launcher(pid: Pid) -> Option<i32> {
         current = parent;
     }
     None
-}
-
-/// A process's command line with spaces between arguments.
-fn command_line(pid: Pid) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let words: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if words.is_empty() {
-        "?".into()
-    } else {
-        words.join(" ")
-    }
 }
