@@ -1,7 +1,7 @@
 //! The one event loop, on top of the layers: it owns the kernel-side objects (kernel/), the operator-side
 //! ones (operator/) and the decisions (launcher/), and is the only place that connects them. Each
 //! wake-up does the same steps in the same order: drain signals -> reap children -> read notify
-//! messages -> serve the control socket -> fire due timers -> pass on announcements. The poll timeout
+//! messages -> serve the control socket and the admin endpoint -> fire due timers -> pass on announcements. The poll timeout
 //! is the nearest deadline, so an idle launcher sleeps in poll(2) and uses no CPU.
 //!
 //! Adding an event source (a socket, a pidfd, a timer of some mechanism) takes three small edits:
@@ -24,6 +24,7 @@ use crate::kernel::signals::SignalPipe;
 use crate::kernel::supervisor::Supervisor;
 use crate::kernel::{inject, listen, process_tree, sysctl};
 use crate::launcher::{Launcher, NotifyMessage, Outcome, Phase};
+use crate::operator::admin::AdminServer;
 use crate::operator::cli::Config;
 use crate::operator::control::ControlServer;
 use crate::operator::systemd::ServiceManager;
@@ -49,6 +50,8 @@ struct Io {
     signals: SignalPipe,
     notify: NotifySocket,
     control: ControlServer,
+    /// `--admin`: the HTTP endpoint; None when off.
+    admin: Option<AdminServer>,
     manager: ServiceManager,
     supervisor: Supervisor,
 }
@@ -68,6 +71,13 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     let mut io = Io {
         supervisor: Supervisor::new(config.worker_spec(), notify.path().to_path_buf())?,
         control: ControlServer::bind(&config.name).map_err(|e| e.to_string())?,
+        admin: config
+            .admin
+            .map(|address| {
+                AdminServer::bind(address, &config.name)
+                    .map_err(|e| format!("unable to listen on --admin {address}: {e}"))
+            })
+            .transpose()?,
         manager: ServiceManager::from_env(config.stop_timeout, now),
         signals,
         notify,
@@ -82,6 +92,9 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         for announcement in launcher.take_announcements() {
             io.manager.announce(&announcement);
             io.control.on_announcement(&announcement);
+            if let Some(admin) = &mut io.admin {
+                admin.on_announcement(&announcement);
+            }
         }
         if let Phase::Finished(outcome) = launcher.phase() {
             return Ok(outcome.clone());
@@ -97,6 +110,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         let deadline = [
             launcher.next_deadline(),
             io.control.next_deadline(),
+            io.admin.as_ref().and_then(AdminServer::next_deadline),
             io.manager.next_deadline(),
             probe_due,
         ]
@@ -139,6 +153,9 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             launcher.on_notify(&mut io.supervisor, pid, &ready, now);
         }
         io.control.serve(&mut launcher, &mut io.supervisor, now);
+        if let Some(admin) = &mut io.admin {
+            admin.serve(&launcher, now);
+        }
         let now = Instant::now();
         launcher.on_timers(&mut io.supervisor, now);
         io.manager.on_timers(now);
@@ -169,7 +186,7 @@ fn deliver(launcher: &mut Launcher, supervisor: &mut Supervisor, received: Recei
     }
 }
 
-/// Sleeps until a signal, a notify datagram, a control client, a worker's bind or IPC message, or the
+/// Sleeps until a signal, a notify datagram, a control or admin client, a worker's bind or IPC message, or the
 /// deadline. Returns the descriptors that are readable (or hung up), so that per-worker sources are
 /// only read when they have something: a round costs O(ready sources), not O(workers).
 fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<Vec<RawFd>> {
@@ -191,6 +208,12 @@ fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<Vec<RawFd>> {
     let mut fds: Vec<PollFd> = sources
         .into_iter()
         .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .chain(
+            io.admin
+                .iter()
+                .flat_map(AdminServer::poll_fds)
+                .map(|(fd, flags)| PollFd::new(fd, flags)),
+        )
         .collect();
     match poll(&mut fds, timeout) {
         Ok(_) => Ok(fds

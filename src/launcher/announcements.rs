@@ -14,6 +14,8 @@ pub enum Announcement {
     Reloading,
     /// The launcher is stopping.
     Stopping,
+    /// A crashed (or hung) worker of the active generation was started again in its slot.
+    Restarted { generation: u32, slot: usize },
     /// A new one-line status.
     Status(String),
 }

@@ -32,6 +32,8 @@ pub use lifecycle::{Outcome, Phase, Worker, WorkerPhase};
 pub use policy::{DrainMode, Policy, ReadyMode};
 pub use processes::Processes;
 pub use snapshot::Snapshot;
+#[cfg(test)]
+pub use snapshot::WorkerRow;
 
 use reload::Retiring;
 use restarts::Slot;

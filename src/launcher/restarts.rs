@@ -8,7 +8,10 @@ use log::{debug, error, warn};
 use nix::unistd::Pid;
 
 use super::backoff::{ordinal, Backoff};
-use super::{describe, format_delay, ExitReason, Launcher, Phase, Processes, Worker, WorkerPhase};
+use super::{
+    describe, format_delay, Announcement, ExitReason, Launcher, Phase, Processes, Worker,
+    WorkerPhase,
+};
 
 /// Restart bookkeeping of one slot of the active generation.
 #[derive(Debug, Clone, Default)]
@@ -115,14 +118,19 @@ impl Launcher {
             self.slots[slot].restart_at = None;
             self.slots[slot].restarts += 1;
             let generation = self.active;
-            if let Err(reason) = self.spawn_worker(processes, generation, slot, now) {
-                let (delay, in_a_row) = self.slots[slot].backoff.record_failure(Duration::ZERO);
-                self.slots[slot].restart_at = Some(now + delay);
-                warn!(
-                    "{reason}; retrying in {} ({} failure in a row)",
-                    format_delay(delay),
-                    ordinal(in_a_row)
-                );
+            match self.spawn_worker(processes, generation, slot, now) {
+                Ok(()) => self
+                    .announcements
+                    .push(Announcement::Restarted { generation, slot }),
+                Err(reason) => {
+                    let (delay, in_a_row) = self.slots[slot].backoff.record_failure(Duration::ZERO);
+                    self.slots[slot].restart_at = Some(now + delay);
+                    warn!(
+                        "{reason}; retrying in {} ({} failure in a row)",
+                        format_delay(delay),
+                        ordinal(in_a_row)
+                    );
+                }
             }
         }
     }

@@ -317,3 +317,32 @@ fn sd_notify_servers_keep_the_plain_stop_order() {
         "READY=1 speakers get the stop signal at once"
     );
 }
+
+#[test]
+fn health_needs_every_slot_ready_in_the_active_generation() {
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(policy(), t0);
+    l.start(&mut p, t0);
+    assert!(l.health().unwrap_err().contains("starting"));
+    let gen1 = pids_of(&p, 1);
+    ready(&mut l, &mut p, &gen1, t0);
+    assert!(l.health().is_ok());
+    // A reload in progress is healthy: generation 1 still serves every slot.
+    l.request_reload(&mut p, t0);
+    assert!(l.health().is_ok());
+    let gen2 = pids_of(&p, 2);
+    ready(&mut l, &mut p, &gen2, t0);
+    l.on_exit(&mut p, gen2[1], ExitReason::Signaled(Signal::SIGKILL), t0);
+    assert!(l.health().unwrap_err().contains("slot 1"));
+    l.on_timers(&mut p, t0 + SEC);
+    let restarted = pids_of(&p, 2)[2];
+    ready(&mut l, &mut p, &[restarted], t0 + SEC);
+    assert!(l.health().is_ok());
+    assert!(l.take_announcements().contains(&Announcement::Restarted {
+        generation: 2,
+        slot: 1
+    }));
+    l.request_stop(&mut p, t0 + SEC);
+    assert!(l.health().unwrap_err().contains("stopping"));
+}

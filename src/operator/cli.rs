@@ -120,6 +120,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub watchdog: Option<f64>,
 
+    /// Serve an HTTP admin endpoint on this address: GET /healthz (200 while every worker slot is
+    /// served, 503 with the reason otherwise), /metrics (Prometheus), /status (JSON). `9900` means
+    /// 127.0.0.1:9900; give `0.0.0.0:9900` or `[::]:9900` to reach it from other hosts [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+
     /// Log more (-v: debug, -vv: trace). RUST_LOG overrides both -v and -q
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -186,6 +192,8 @@ pub struct Config {
     pub node_ipc: bool,
     /// Sent over the IPC channel instead of the stop signal.
     pub stop_message: Option<String>,
+    /// Where the admin endpoint listens (`--admin`); None: off.
+    pub admin: Option<SocketAddr>,
 }
 
 /// A flag or PROGRAM that cannot work, with what to do about it.
@@ -297,6 +305,7 @@ impl Config {
             run_as,
             node_ipc,
             stop_message: args.stop_message,
+            admin: args.admin.as_deref().map(parse_admin).transpose()?,
             port: args.port,
             name,
             watchdog: args
@@ -346,6 +355,21 @@ fn parse_listen(values: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
         addresses.push(address);
     }
     Ok(addresses)
+}
+
+/// `--admin` values: `PORT` (127.0.0.1:PORT: metrics and status stay on the host unless asked),
+/// `IPv4:PORT` or `[IPv6]:PORT`. Port 0 picks a free port (the launcher logs which).
+fn parse_admin(value: &str) -> Result<SocketAddr, ConfigError> {
+    let text = value.trim();
+    match text.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))),
+        Err(_) => text.parse::<SocketAddr>().map_err(|_| {
+            bad(&format!(
+                "--admin {value}: expected PORT, IPv4:PORT or [IPv6]:PORT with numeric addresses \
+                 (9900, 127.0.0.1:9900, 0.0.0.0:9900, [::]:9900)"
+            ))
+        }),
+    }
 }
 
 /// Resolves `--user` / `--group` (names or numbers) now, so an unknown one fails before anything starts,
@@ -543,6 +567,19 @@ mod tests {
         assert!(parse_listen(&["0".into()]).is_err());
         assert!(parse_listen(&["localhost:80".into()]).is_err());
         assert!(parse_listen(&["80".into(), "[::]:80".into()]).is_err());
+    }
+
+    #[test]
+    fn admin_addresses_default_to_localhost() {
+        assert_eq!(
+            parse_admin("9900").unwrap(),
+            "127.0.0.1:9900".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            parse_admin("[::]:9900").unwrap(),
+            "[::]:9900".parse::<SocketAddr>().unwrap()
+        );
+        assert!(parse_admin("localhost:9900").is_err());
     }
 
     #[test]

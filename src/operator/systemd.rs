@@ -58,6 +58,8 @@ impl ServiceManager {
                 vec![NotifyState::Stopping, NotifyState::ExtendTimeoutUsec(usec)]
             }
             Announcement::Status(line) => vec![NotifyState::Status(line)],
+            // Not a state of the service; /metrics counts it.
+            Announcement::Restarted { .. } => return,
         };
         self.send(&states);
     }

@@ -1,0 +1,266 @@
+//! The launcher's Prometheus metrics for the admin endpoint's `/metrics`, encoded by the
+//! `prometheus-client` crate. Counters and the reload histogram are fed by the decisions'
+//! `Announcement`s (what the launcher did); the gauges are read from a `Snapshot` at every scrape (what
+//! is). Invariant: nothing here decides anything, and the metric names are an interface: they never
+//! change.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::launcher::{Announcement, ReloadResult, Snapshot};
+
+/// The two exposition formats served: OpenMetrics (what the crate encodes; Prometheus asks for it in
+/// its Accept header) and the classic Prometheus text format 0.0.4 (everyone else: curl, older
+/// scrapers, text-format parsers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    PrometheusText,
+}
+
+impl Format {
+    /// The format a client's Accept header asks for.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::PrometheusText,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::PrometheusText => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// Upper bounds of the reload-duration buckets, in seconds: a reload takes milliseconds for a small
+/// server and up to --ready-timeout (60 s by default) for a slow one.
+const RELOAD_BUCKETS_SECS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Every worker state the `reuseport_launch_workers` gauge reports, zero or not.
+const WORKER_STATES: [&str; 4] = ["starting", "ready", "draining", "stopping"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reloads: Family<ResultLabel, Counter>,
+    reload_duration: Histogram,
+    workers: Family<StateLabel, Gauge>,
+    restarts: Counter,
+    generation: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let reload_duration = Histogram::new(RELOAD_BUCKETS_SECS);
+        let workers = Family::<StateLabel, Gauge>::default();
+        let restarts = Counter::default();
+        let generation = Gauge::default();
+        let mut registry = Registry::default();
+        registry.register(
+            "reuseport_launch_reloads",
+            "Reloads that ended, by result (failed: rolled back, the old generation kept serving)",
+            reloads.clone(),
+        );
+        registry.register_with_unit(
+            "reuseport_launch_reload_duration",
+            "Time from a reload's request until every new worker was ready, for succeeded reloads",
+            Unit::Seconds,
+            reload_duration.clone(),
+        );
+        registry.register(
+            "reuseport_launch_workers",
+            "Live worker processes of every generation, by state",
+            workers.clone(),
+        );
+        registry.register(
+            "reuseport_launch_worker_restarts",
+            "Workers of the serving generation started again after a crash, a missed ready deadline or a watchdog",
+            restarts.clone(),
+        );
+        registry.register(
+            "reuseport_launch_generation",
+            "The generation that serves (during a reload: the one being replaced)",
+            generation.clone(),
+        );
+        // Both results exist from the start, so a rate() sees the first failure.
+        for result in ["succeeded", "failed"] {
+            let _ = reloads.get_or_create(&ResultLabel { result });
+        }
+        Metrics {
+            registry,
+            reloads,
+            reload_duration,
+            workers,
+            restarts,
+            generation,
+        }
+    }
+
+    /// Counts what the launcher did.
+    pub fn on_announcement(&mut self, announcement: &Announcement) {
+        match announcement {
+            Announcement::ReloadEnded {
+                result: ReloadResult::Succeeded { took, .. },
+                ..
+            } => {
+                self.reloads
+                    .get_or_create(&ResultLabel {
+                        result: "succeeded",
+                    })
+                    .inc();
+                self.reload_duration.observe(took.as_secs_f64());
+            }
+            Announcement::ReloadEnded {
+                result: ReloadResult::Failed { .. },
+                ..
+            } => {
+                self.reloads
+                    .get_or_create(&ResultLabel { result: "failed" })
+                    .inc();
+            }
+            Announcement::Restarted { .. } => {
+                self.restarts.inc();
+            }
+            _ => {}
+        }
+    }
+
+    /// The exposition text in `format`, with the gauges read from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot, format: Format) -> String {
+        self.generation.set(i64::from(snapshot.active));
+        for state in WORKER_STATES {
+            let count = snapshot.workers.iter().filter(|w| w.state == state).count();
+            self.workers
+                .get_or_create(&StateLabel { state })
+                .set(count as i64);
+        }
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            log::error!("encoding /metrics failed: {e}; this is a bug in reuseport-launch");
+        }
+        match format {
+            Format::OpenMetrics => out,
+            Format::PrometheusText => to_prometheus_text(&out),
+        }
+    }
+}
+
+/// OpenMetrics text to Prometheus text 0.0.4, for the metrics this file registers: a counter's HELP and
+/// TYPE name its `_total` sample (OpenMetrics names the family without it), and the `# UNIT` and
+/// `# EOF` lines, which the older format does not have, go.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn snapshot(active: u32, states: &[&'static str]) -> Snapshot {
+        Snapshot {
+            phase: "serving",
+            active,
+            wanted: states.len(),
+            status_line: String::new(),
+            last_reload: None,
+            workers: states
+                .iter()
+                .enumerate()
+                .map(|(slot, &state)| crate::launcher::WorkerRow {
+                    generation: active,
+                    slot,
+                    pid: 100 + slot as i32,
+                    state,
+                    uptime: Duration::ZERO,
+                    restarts: 0,
+                    ready_after: None,
+                    status: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn counters_follow_announcements_and_gauges_the_snapshot() {
+        let mut metrics = Metrics::new();
+        metrics.on_announcement(&Announcement::ReloadEnded {
+            seq: 1,
+            result: ReloadResult::Succeeded {
+                generation: 2,
+                took: Duration::from_millis(30),
+            },
+        });
+        metrics.on_announcement(&Announcement::ReloadEnded {
+            seq: 2,
+            result: ReloadResult::Failed {
+                generation: 3,
+                reason: "x".into(),
+            },
+        });
+        metrics.on_announcement(&Announcement::Restarted {
+            generation: 2,
+            slot: 0,
+        });
+        let text = metrics.render(
+            &snapshot(2, &["ready", "ready", "stopping"]),
+            Format::PrometheusText,
+        );
+        for line in [
+            "reuseport_launch_reloads_total{result=\"succeeded\"} 1",
+            "reuseport_launch_reloads_total{result=\"failed\"} 1",
+            "reuseport_launch_reload_duration_seconds_count 1",
+            "reuseport_launch_reload_duration_seconds_bucket{le=\"0.05\"} 1",
+            "reuseport_launch_reload_duration_seconds_bucket{le=\"0.025\"} 0",
+            "reuseport_launch_worker_restarts_total 1",
+            "reuseport_launch_generation 2",
+            "reuseport_launch_workers{state=\"ready\"} 2",
+            "reuseport_launch_workers{state=\"stopping\"} 1",
+            "reuseport_launch_workers{state=\"draining\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+    }
+}
