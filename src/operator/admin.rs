@@ -16,7 +16,7 @@ use nix::poll::PollFlags;
 
 use super::metrics::{Format, Metrics};
 use super::status;
-use crate::launcher::{Announcement, Launcher};
+use crate::launcher::{thousands, Announcement, Launcher, RateLimit, Verdict};
 
 /// A client has this long from connecting to sending its whole request: load balancers and Prometheus
 /// send theirs at once, so a slow or silent client is dropped, never waited for.
@@ -32,8 +32,11 @@ const MAX_HEADERS: usize = 32;
 const MAX_CLIENTS: usize = 64;
 /// Connections accepted per turn of the loop, so a connection flood cannot starve signals and timers.
 const MAX_ACCEPTS_PER_TURN: usize = 256;
-/// Drops logged at most this often, then summed up with a count.
-const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Dropped clients of one kind are logged once per this window, then summed up with a count: a flood
+/// must not flood the journal.
+const DROP_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Kinds of drop (the rate limiter's keys): there are three.
+const DROP_KINDS: usize = 3;
 
 enum State {
     /// Reading the request head.
@@ -56,9 +59,8 @@ pub struct AdminServer {
     clients: Vec<Client>,
     metrics: Metrics,
     name: String,
-    /// Clients dropped (timeouts, evictions) since the last log line about it, and when it was.
-    dropped: u64,
-    dropped_logged: Option<Instant>,
+    /// When a dropped client is logged, by kind of drop.
+    drops: RateLimit<&'static str>,
 }
 
 impl AdminServer {
@@ -74,8 +76,7 @@ impl AdminServer {
             clients: Vec::new(),
             metrics: Metrics::new(),
             name: name.to_string(),
-            dropped: 0,
-            dropped_logged: None,
+            drops: RateLimit::new(DROP_LOG_WINDOW, DROP_KINDS),
         })
     }
 
@@ -93,7 +94,11 @@ impl AdminServer {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.clients.iter().map(|c| c.deadline).min()
+        self.clients
+            .iter()
+            .map(|c| c.deadline)
+            .chain(self.drops.next_deadline())
+            .min()
     }
 
     /// Feeds the counters of `/metrics`.
@@ -112,6 +117,14 @@ impl AdminServer {
             }
         }
         self.clients = kept;
+        for summary in self.drops.due(now) {
+            warn!(
+                "dropped {} more admin clients ({}) in the last {}s",
+                thousands(summary.suppressed),
+                summary.key.unwrap_or("other"),
+                summary.window.as_secs()
+            );
+        }
     }
 
     fn accept(&mut self, now: Instant) {
@@ -153,7 +166,8 @@ impl AdminServer {
             let client = self.clients.swap_remove(index);
             self.note_drop(
                 &client,
-                &format!("closed to make room: {MAX_CLIENTS} connections open"),
+                "closed to make room",
+                &format!("{MAX_CLIENTS} connections open"),
                 now,
             );
         }
@@ -191,7 +205,7 @@ impl AdminServer {
             }
         }
         if client.deadline <= now {
-            let why = match client.state {
+            let (kind, detail) = match client.state {
                 State::Reading { .. } => {
                     // Best effort: tell a slow client why, without waiting for it to read.
                     let _ = client.stream.write(&response(
@@ -199,13 +213,17 @@ impl AdminServer {
                         "text/plain",
                         "request not received in time\n",
                     ));
-                    format!("no whole request within {}s", REQUEST_TIMEOUT.as_secs())
+                    (
+                        "request timeout",
+                        format!("no whole request within {}s", REQUEST_TIMEOUT.as_secs()),
+                    )
                 }
-                State::Writing { .. } => {
-                    format!("response not taken within {}s", RESPONSE_TIMEOUT.as_secs())
-                }
+                State::Writing { .. } => (
+                    "response timeout",
+                    format!("response not taken within {}s", RESPONSE_TIMEOUT.as_secs()),
+                ),
             };
-            self.note_drop(client, &why, now);
+            self.note_drop(client, kind, &detail, now);
             return false;
         }
         true
@@ -256,25 +274,14 @@ impl AdminServer {
         }
     }
 
-    /// Counts a dropped client; one log line per DROP_LOG_EVERY at most, with the count since the last.
-    fn note_drop(&mut self, client: &Client, why: &str, now: Instant) {
-        self.dropped += 1;
-        if self
-            .dropped_logged
-            .is_none_or(|at| now.saturating_duration_since(at) >= DROP_LOG_EVERY)
-        {
-            let more = self.dropped - 1;
-            let others = if more > 0 {
-                format!(
-                    " (and {more} more admin clients dropped in the last {}s)",
-                    DROP_LOG_EVERY.as_secs()
-                )
-            } else {
-                String::new()
-            };
-            warn!("admin client {} dropped: {why}{others}", client.peer);
-            self.dropped = 0;
-            self.dropped_logged = Some(now);
+    /// Logs a dropped client, or counts it when one of its `kind` was logged within DROP_LOG_WINDOW.
+    fn note_drop(&mut self, client: &Client, kind: &'static str, detail: &str, now: Instant) {
+        if self.drops.check(kind, now) == Verdict::Log {
+            warn!(
+                "admin client {} dropped ({kind}): {detail}; more of these are counted for {}s",
+                client.peer,
+                DROP_LOG_WINDOW.as_secs()
+            );
         }
     }
 }
