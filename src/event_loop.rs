@@ -78,7 +78,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
                     .map_err(|e| format!("unable to listen on --admin {address}: {e}"))
             })
             .transpose()?,
-        manager: ServiceManager::from_env(config.stop_timeout, now),
+        manager: ServiceManager::from_env(now),
         signals,
         notify,
     };

@@ -18,6 +18,9 @@ pub struct Policy {
     pub ready: ReadyMode,
     /// How workers are drained.
     pub drain: DrainMode,
+    /// On stop, how long every worker keeps serving while the health check already says 503, so a
+    /// load balancer stops sending before the drain begins (`--lb-drain`; zero: drain at once).
+    pub lb_drain: Duration,
 }
 
 /// How a worker is drained before it stops.

@@ -88,7 +88,14 @@ impl Launcher {
     }
 
     pub(super) fn schedule_restart(&mut self, worker: &Worker, reason: ExitReason, now: Instant) {
-        if matches!(self.phase, Phase::Stopping { .. } | Phase::Finished(_)) {
+        if matches!(
+            self.phase,
+            Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_)
+        ) {
+            warn!(
+                "{} exited with {reason}; not restarted: the launcher is stopping",
+                describe(worker)
+            );
             return;
         }
         let slot = &mut self.slots[worker.slot];
@@ -111,6 +118,9 @@ impl Launcher {
     }
 
     pub(super) fn restart_due(&mut self, processes: &mut impl Processes, now: Instant) {
+        if !matches!(self.phase, Phase::Serving | Phase::Reloading { .. }) {
+            return;
+        }
         for slot in 0..self.slots.len() {
             if self.slots[slot].restart_at.is_none_or(|at| at > now) {
                 continue;

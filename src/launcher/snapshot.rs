@@ -64,7 +64,7 @@ impl Launcher {
                 Phase::Starting => "starting",
                 Phase::Serving => "serving",
                 Phase::Reloading { .. } => "reloading",
-                Phase::Stopping { .. } | Phase::Finished(_) => "stopping",
+                Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_) => "stopping",
             },
             active: self.active,
             wanted: self.policy.workers,
@@ -80,7 +80,9 @@ impl Launcher {
     pub fn health(&self) -> Result<String, String> {
         match self.phase {
             Phase::Starting => return Err(self.status_line()),
-            Phase::Stopping { .. } | Phase::Finished(_) => return Err(self.status_line()),
+            Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_) => {
+                return Err(self.status_line())
+            }
             Phase::Serving | Phase::Reloading { .. } => {}
         }
         let missing: Vec<String> = (0..self.policy.workers)
@@ -120,6 +122,10 @@ impl Launcher {
                     self.policy.workers
                 )
             }
+            (Phase::LbDrain { .. }, _) => format!(
+                "stopping: {base}, serving until the load balancer has noticed (--lb-drain {:.1}s), then draining",
+                self.policy.lb_drain.as_secs_f64()
+            ),
             (Phase::Stopping { .. } | Phase::Finished(_), _) => {
                 format!("stopping: {} workers left", self.workers.len())
             }

@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value = "30")]
     pub stop_timeout: f64,
 
+    /// On stop (SIGTERM, `stop`, systemctl stop), first keep every worker serving this many seconds
+    /// while /healthz (--admin) already answers 503, so a load balancer takes the host out before the
+    /// drain begins; 0: drain at once
+    #[arg(long, value_name = "SECS", default_value = "0")]
+    pub lb_drain: f64,
+
     /// Signal that asks a worker to drain and exit (TERM, SIGTERM, 15, INT, QUIT, ...)
     #[arg(long, value_name = "SIG", default_value = "TERM")]
     pub stop_signal: String,
@@ -164,6 +170,8 @@ pub struct Config {
     pub ready_timeout: Duration,
     /// How long a worker may take to exit after the stop signal.
     pub stop_timeout: Duration,
+    /// How long workers keep serving after a stop request before their drain (`--lb-drain`).
+    pub lb_drain: Duration,
     /// The signal that asks a worker to drain and exit.
     pub stop_signal: Signal,
     /// PROGRAM, resolved on PATH the way execvp would.
@@ -238,6 +246,7 @@ impl Config {
             watchdog: self.watchdog,
             ready: self.ready,
             drain: self.drain,
+            lb_drain: self.lb_drain,
         }
     }
 
@@ -315,6 +324,10 @@ impl Config {
             workers,
             ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
             stop_timeout: seconds("--stop-timeout", args.stop_timeout)?,
+            lb_drain: match args.lb_drain {
+                0.0 => Duration::ZERO,
+                secs => seconds("--lb-drain", secs)?,
+            },
             stop_signal: parse_signal(&args.stop_signal)?,
             program,
             program_args: command.collect(),

@@ -225,7 +225,7 @@ impl ControlServer {
                     reply(&mut stream, &text);
                 }
             }
-            Announcement::Stopping => {
+            Announcement::Stopping { .. } => {
                 for (mut stream, _) in std::mem::take(&mut self.reload_waiters) {
                     reply(
                         &mut stream,
