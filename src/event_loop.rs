@@ -23,7 +23,7 @@ use crate::kernel::notify_socket::{self, NotifySocket, Received};
 use crate::kernel::signals::SignalPipe;
 use crate::kernel::supervisor::Supervisor;
 use crate::kernel::{inject, listen, process_tree, sysctl};
-use crate::launcher::{Launcher, NotifyMessage, Outcome, Phase};
+use crate::launcher::{thousands, Launcher, NotifyMessage, Outcome, Phase, RateLimit, Verdict};
 use crate::operator::admin::AdminServer;
 use crate::operator::cli::Config;
 use crate::operator::control::ControlServer;
@@ -40,6 +40,13 @@ const HANDLED_SIGNALS: &[Signal] = &[
     Signal::SIGTTOU,
 ];
 
+/// Dropped notify messages of one kind from one pid are logged once per this window, then summed up with
+/// a count: a flood of spoofed or garbage datagrams must not flood the journal.
+const NOTIFY_DROP_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Senders tracked apart in the drop log; more share one "other pids" count, so a flood from many pids
+/// is still a few lines.
+const NOTIFY_DROP_SENDERS: usize = 16;
+
 /// How often starting workers are checked for a listening socket (`--ready listen|auto`); only while
 /// some worker is starting, so an idle launcher still never wakes up. Not more often either: a check
 /// costs a syscall per starting worker.
@@ -54,6 +61,8 @@ struct Io {
     admin: Option<AdminServer>,
     manager: ServiceManager,
     supervisor: Supervisor,
+    /// When a dropped notify message is logged, by (kind of drop, sender).
+    notify_drops: RateLimit<(&'static str, Option<Pid>)>,
 }
 
 pub fn run(config: &Config) -> Result<Outcome, String> {
@@ -81,6 +90,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         manager: ServiceManager::from_env(now),
         signals,
         notify,
+        notify_drops: RateLimit::new(NOTIFY_DROP_LOG_WINDOW, NOTIFY_DROP_SENDERS),
     };
     sysctl::warn_if_migrate_req_off();
     let mut launcher = Launcher::new(config.policy(), now);
@@ -112,6 +122,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             io.control.next_deadline(),
             io.admin.as_ref().and_then(AdminServer::next_deadline),
             io.manager.next_deadline(),
+            io.notify_drops.next_deadline(),
             probe_due,
         ]
         .into_iter()
@@ -143,7 +154,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             launcher.on_exit(&mut io.supervisor, pid, reason, now);
         }
         for received in io.notify.drain() {
-            deliver(&mut launcher, &mut io.supervisor, received, now);
+            deliver(&mut launcher, &mut io, received, now);
         }
         let ready = NotifyMessage {
             ready: true,
@@ -159,30 +170,71 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         let now = Instant::now();
         launcher.on_timers(&mut io.supervisor, now);
         io.manager.on_timers(now);
+        for summary in io.notify_drops.due(now) {
+            let what = match summary.key {
+                Some((kind, Some(pid))) => format!("from pid {pid} ({kind})"),
+                Some((kind, None)) => format!("({kind})"),
+                None => "from other pids".to_string(),
+            };
+            warn!(
+                "dropped {} more notify messages {what} in the last {}s",
+                thousands(summary.suppressed),
+                summary.window.as_secs()
+            );
+        }
     }
 }
 
-/// Hands a notify datagram to the worker it came from, or logs why it was dropped.
-fn deliver(launcher: &mut Launcher, supervisor: &mut Supervisor, received: Received, now: Instant) {
-    match received {
+/// Hands a notify datagram to the worker it came from, or logs why it was dropped (the first of a kind
+/// from a sender in NOTIFY_DROP_LOG_WINDOW; the rest are counted and summed up in the loop).
+fn deliver(launcher: &mut Launcher, io: &mut Io, received: Received, now: Instant) {
+    let (kind, sender, line) = match received {
         Received::Message { sender, message } => {
             match process_tree::find_ancestor(sender, |pid| launcher.is_worker(pid)) {
-                Some(worker) => launcher.on_notify(supervisor, worker, &message, now),
-                None => warn!(
-                    "dropped notify message from pid {sender}: not a worker or a descendant of one"
+                Some(worker) => {
+                    launcher.on_notify(&mut io.supervisor, worker, &message, now);
+                    return;
+                }
+                None => (
+                    "not from a worker",
+                    Some(sender),
+                    format!("dropped notify message from pid {sender}: not a worker or a descendant of one"),
                 ),
             }
         }
-        Received::Oversized { sender } => warn!(
-            "dropped oversized notify message from pid {}: more than {} bytes",
-            show(sender),
-            notify_socket::MAX_MESSAGE_BYTES
+        Received::Oversized { sender } => (
+            "oversized",
+            sender,
+            format!(
+                "dropped oversized notify message from pid {}: more than {} bytes",
+                show(sender),
+                notify_socket::MAX_MESSAGE_BYTES
+            ),
         ),
-        Received::Malformed { sender, why } => warn!(
-            "dropped malformed notify message from pid {}: {why}",
-            show(sender)
+        Received::Malformed { sender, why } => (
+            "malformed",
+            sender,
+            format!(
+                "dropped malformed notify message from pid {}: {why}",
+                show(sender)
+            ),
         ),
-        Received::Anonymous => warn!("dropped notify message without sender credentials"),
+        Received::Anonymous => (
+            "anonymous",
+            None,
+            "dropped notify message without sender credentials".to_string(),
+        ),
+        Received::ReadFailed { why } => (
+            "read failed",
+            None,
+            format!("reading the notify socket failed: {why}; will try again on the next message"),
+        ),
+    };
+    if io.notify_drops.check((kind, sender), now) == Verdict::Log {
+        warn!(
+            "{line}; more like it are counted for {}s",
+            NOTIFY_DROP_LOG_WINDOW.as_secs()
+        );
     }
 }
 

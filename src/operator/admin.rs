@@ -154,13 +154,17 @@ impl AdminServer {
         }
     }
 
-    /// Closes the client that has been silent for longest, preferring one still to send its request.
+    /// Closes the client that has been silent for longest: first one that has sent nothing at all, then
+    /// one whose request is incomplete; one being answered only if every client is.
     fn evict_longest_silent(&mut self, now: Instant) {
         let index = self
             .clients
             .iter()
             .enumerate()
-            .min_by_key(|(_, c)| (matches!(c.state, State::Writing { .. }), c.last_heard))
+            .min_by_key(|(_, c)| {
+                let writing = matches!(c.state, State::Writing { .. });
+                (writing, has_sent(c), c.last_heard)
+            })
             .map(|(i, _)| i);
         if let Some(index) = index {
             let client = self.clients.swap_remove(index);
@@ -336,6 +340,17 @@ fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<Progress
             "text/plain",
             &format!("malformed request: {e}\n"),
         )))),
+    }
+}
+
+/// Whether the client has sent anything: read already, or waiting in its socket (peeked, not consumed).
+fn has_sent(client: &Client) -> bool {
+    match &client.state {
+        State::Reading { buffer } if buffer.is_empty() => {
+            let mut byte = [0u8; 1];
+            matches!(client.stream.peek(&mut byte), Ok(n) if n > 0)
+        }
+        _ => true,
     }
 }
 
