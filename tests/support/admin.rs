@@ -39,7 +39,10 @@ pub fn try_admin_get(addr: &str, path: &str, headers: &str) -> Result<AdminRespo
         .set_write_timeout(Some(ADMIN_TIMEOUT))
         .map_err(|e| e.to_string())?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n")
+                .as_bytes(),
+        )
         .map_err(|e| format!("write to {addr}: {e}"))?;
     let mut raw = Vec::new();
     stream
