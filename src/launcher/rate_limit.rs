@@ -38,8 +38,8 @@ pub struct RateLimit<K> {
     window: Duration,
     max_keys: usize,
     entries: Vec<Entry<K>>,
-    /// Summaries of windows found ended by `check`, handed out by the next `due`.
-    ended: Vec<Summary<K>>,
+    /// Summaries of windows found ended by `check`, with when they ended; handed out by the next `due`.
+    ended: Vec<(Instant, Summary<K>)>,
 }
 
 impl<K: PartialEq + Clone> RateLimit<K> {
@@ -99,27 +99,26 @@ impl<K: PartialEq + Clone> RateLimit<K> {
             self.push_summary(entry);
         }
         std::mem::take(&mut self.ended)
+            .into_iter()
+            .map(|(_, summary)| summary)
+            .collect()
     }
 
     /// When the next summary is due (only windows that counted something need a wake-up).
     pub fn next_deadline(&self) -> Option<Instant> {
-        if !self.ended.is_empty() {
-            return self.entries.iter().map(|e| e.ends).min();
-        }
-        self.entries
-            .iter()
-            .filter(|e| e.suppressed > 0)
-            .map(|e| e.ends)
-            .min()
+        let counting = self.entries.iter().filter(|e| e.suppressed > 0);
+        let ended = self.ended.iter().map(|(ends, _)| *ends);
+        counting.map(|e| e.ends).chain(ended).min()
     }
 
     fn push_summary(&mut self, entry: Entry<K>) {
         if entry.suppressed > 0 {
-            self.ended.push(Summary {
+            let summary = Summary {
                 key: entry.key,
                 suppressed: entry.suppressed,
                 window: self.window,
-            });
+            };
+            self.ended.push((entry.ends, summary));
         }
     }
 }
@@ -181,6 +180,11 @@ mod tests {
         limit.check("x", t0);
         limit.check("x", t0);
         assert_eq!(limit.check("x", t0 + 2 * WINDOW), Verdict::Log);
+        assert_eq!(
+            limit.next_deadline(),
+            Some(t0 + WINDOW),
+            "the ended window's summary is due at once"
+        );
         let due = limit.due(t0 + 2 * WINDOW);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].suppressed, 1);

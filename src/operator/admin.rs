@@ -303,10 +303,15 @@ enum Progress {
 fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<Progress, String> {
     let mut chunk = [0u8; 2048];
     let mut got = false;
+    // A client may send its request and shut its side at once (`nc -N`); it still gets its answer.
+    let mut closed = false;
     loop {
         match stream.read(&mut chunk) {
             Ok(0) if buffer.is_empty() => return Err("closed without a request".into()),
-            Ok(0) => return Err("closed before the end of its request".into()),
+            Ok(0) => {
+                closed = true;
+                break;
+            }
             Ok(n) => {
                 buffer.extend_from_slice(&chunk[..n]);
                 got = true;
@@ -329,6 +334,9 @@ fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<Progress
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match httparse::Request::new(&mut headers).parse(buffer) {
         Ok(httparse::Status::Complete(_)) => Ok(Progress::Complete(None)),
+        Ok(httparse::Status::Partial) if closed => {
+            Err("closed before the end of its request".into())
+        }
         Ok(httparse::Status::Partial) => Ok(Progress::More),
         Err(httparse::Error::TooManyHeaders) => Ok(Progress::Complete(Some(response(
             431,
