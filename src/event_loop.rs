@@ -1,8 +1,9 @@
 //! The one event loop, on top of the layers: it owns the kernel-side objects (kernel/), the operator-side
 //! ones (operator/) and the decisions (launcher/), and is the only place that connects them. Each
 //! wake-up does the same steps in the same order: drain signals -> reap children -> read notify
-//! messages -> serve the control socket and the admin endpoint -> fire due timers -> pass on announcements. The poll timeout
-//! is the nearest deadline, so an idle launcher sleeps in poll(2) and uses no CPU.
+//! messages -> serve the control socket and the admin endpoint -> fire due timers (and log the counts
+//! of rate-limited warnings) -> pass on announcements. The poll timeout is the nearest deadline, so an
+//! idle launcher sleeps in poll(2) and uses no CPU.
 //!
 //! Adding an event source (a socket, a pidfd, a timer of some mechanism) takes three small edits:
 //! 1. own it in `Io` below (built in `run`, before the first worker is spawned);
@@ -238,8 +239,8 @@ fn deliver(launcher: &mut Launcher, io: &mut Io, received: Received, now: Instan
     }
 }
 
-/// Sleeps until a signal, a notify datagram, a control or admin client, a worker's bind or IPC message, or the
-/// deadline. Returns the descriptors that are readable (or hung up), so that per-worker sources are
+/// Sleeps until a signal, a notify datagram, a control or admin client, a worker's bind or IPC message,
+/// or the deadline. Returns the descriptors that are readable (or hung up), so that per-worker sources are
 /// only read when they have something: a round costs O(ready sources), not O(workers).
 fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<Vec<RawFd>> {
     let timeout = match deadline {
