@@ -164,6 +164,13 @@ fn admin_endpoint_reports_health_and_metrics() {
             "gauge"
         );
         assert!(scrape.get("reuseport_launch_reload_duration_seconds_sum") > 0.0);
+        // The kernel's counters of the test's network namespace: present, whatever their values.
+        assert!(scrape.get("reuseport_launch_tcp_migrate_req_total{result=success}") >= 0.0);
+        assert!(scrape.get("reuseport_launch_tcp_migrate_req_total{result=failure}") >= 0.0);
+        assert_eq!(
+            scrape.types["reuseport_launch_tcp_migrate_req_total{result=failure}"],
+            "counter"
+        );
     }
 
     // /status is `status --json`.

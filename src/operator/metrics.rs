@@ -1,17 +1,20 @@
 //! The launcher's Prometheus metrics for the admin endpoint's `/metrics`, encoded by the
 //! `prometheus-client` crate. Counters and the reload histogram are fed by the decisions'
 //! `Announcement`s (what the launcher did); the gauges are read from a `Snapshot` at every scrape (what
-//! is). Invariant: nothing here decides anything, and the metric names are an interface: they never
+//! is), the kernel's migration counters from kernel/netstat.rs. Invariant: nothing here decides anything, and the metric names are an interface: they never
 //! change.
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::kernel::netstat;
 use crate::launcher::{Announcement, ReloadResult, Snapshot};
 
 /// The two exposition formats served: OpenMetrics (what the crate encodes; Prometheus asks for it in
@@ -52,6 +55,29 @@ const WORKER_STATES: [&str; 4] = ["starting", "ready", "draining", "stopping"];
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+/// The kernel's tcp_migrate_req counters of the launcher's network namespace, read at every scrape.
+#[derive(Debug)]
+struct MigrateReqCollector;
+
+impl Collector for MigrateReqCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(counters) = netstat::migrate_req() else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "reuseport_launch_tcp_migrate_req",
+            "Queued connections the kernel moved (success) or failed to move (failure) from a closing \
+             listener to another of its port (net.ipv4.tcp_migrate_req; TcpExt of the launcher's network namespace)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, value) in [("success", counters.success), ("failure", counters.failure)] {
+            ConstCounter::new(value).encode(family.encode_family(&ResultLabel { result })?)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +128,7 @@ impl Metrics {
             "The generation that serves (during a reload: the one being replaced)",
             generation.clone(),
         );
+        registry.register_collector(Box::new(MigrateReqCollector));
         // Both results exist from the start, so a rate() sees the first failure.
         for result in ["succeeded", "failed"] {
             let _ = reloads.get_or_create(&ResultLabel { result });
@@ -256,11 +283,18 @@ mod tests {
             "reuseport_launch_workers{state=\"ready\"} 2",
             "reuseport_launch_workers{state=\"stopping\"} 1",
             "reuseport_launch_workers{state=\"draining\"} 0",
+            "# TYPE reuseport_launch_reloads_total counter",
+            "# TYPE reuseport_launch_reload_duration_seconds histogram",
+            "# TYPE reuseport_launch_tcp_migrate_req_total counter",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "no line {line:?} in\n{text}"
             );
         }
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+        let open = metrics.render(&snapshot(2, &["ready"]), Format::OpenMetrics);
+        assert!(open.contains("# TYPE reuseport_launch_reloads counter\n"));
+        assert!(open.ends_with("# EOF\n"));
     }
 }
