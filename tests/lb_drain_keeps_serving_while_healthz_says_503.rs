@@ -9,7 +9,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use support::admin::admin_get;
+use support::admin::{admin_get, try_admin_get};
 use support::*;
 
 const WORKERS: usize = 2;
@@ -22,6 +22,8 @@ const UNHEALTHY_BOUND: Duration = Duration::from_millis(500);
 /// launcher's differ by the time it takes to deliver the signal).
 const CHECK_MARGIN: Duration = Duration::from_millis(300);
 const READY_DEADLINE: Duration = Duration::from_secs(20);
+/// Requests between two checks of the launcher's state during --lb-drain.
+const CHECK_EVERY: u64 = 200;
 
 #[test]
 fn lb_drain_keeps_serving_while_healthz_says_503() {
@@ -80,9 +82,10 @@ fn lb_drain_keeps_serving_while_healthz_says_503() {
     let health = health.unwrap();
     assert!(health.body.contains("lb-drain"), "{health:?}");
 
-    // For the whole --lb-drain, every request is served and no worker was told to stop.
+    // For the whole --lb-drain, every request is served, no worker is told to stop and /healthz stays
+    // 503. The state checks count only when they finished before --lb-drain ended by the test's clock.
     let lb_drain = Duration::from_secs(LB_DRAIN_SECS);
-    let mut served = 0;
+    let (mut served, mut checks) = (0u64, 0u32);
     while stopped_at.elapsed() < lb_drain - CHECK_MARGIN {
         let (generation, pid) = try_http_get(&addr).unwrap_or_else(|e| {
             panic!(
@@ -93,18 +96,22 @@ fn lb_drain_keeps_serving_while_healthz_says_503() {
         assert_eq!(generation, 1);
         assert!(serving.contains(&pid), "pid {pid} is not a serving worker");
         served += 1;
+        if served % CHECK_EVERY == 0 {
+            let workers = launcher.workers_of(1);
+            let drained = launcher.log_lines("draining");
+            let health = try_admin_get(&admin, "/healthz", "").map(|r| r.status);
+            if stopped_at.elapsed() < lb_drain {
+                assert_eq!(workers, serving, "workers stopped during --lb-drain");
+                assert!(
+                    drained.is_empty(),
+                    "a worker drained during --lb-drain: {drained:?}"
+                );
+                assert_eq!(health, Ok(503), "/healthz during --lb-drain");
+                checks += 1;
+            }
+        }
     }
-    assert_eq!(
-        launcher.workers_of(1),
-        serving,
-        "workers stopped during --lb-drain"
-    );
-    assert!(
-        launcher.log_lines("draining").is_empty(),
-        "a worker drained during --lb-drain:\n{}",
-        launcher.log_tail(20)
-    );
-    assert_eq!(admin_get(&admin, "/healthz").status, 503);
+    assert!(checks > 0, "no state check finished inside --lb-drain");
 
     // Then the usual drain, and exit 0.
     let status = launcher
