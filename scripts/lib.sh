@@ -39,20 +39,24 @@ find_cargo() {
         die "cargo not found on PATH nor in ~/.cargo/bin; install a Rust toolchain (https://rustup.rs) first"
 }
 
-# build BIN...: cargo build --release in ROOT, then check that each BIN was built.
+# build BIN...: cargo build --release of the launcher and the fixtures in ROOT, then checks that each BIN was
+# built: reuseport-launch in target/release, the fixtures (example-server, loadgen; cargo examples, so that
+# `cargo install` installs only the launcher) in target/release/examples.
 build() {
-    log "building (cargo build --release)"
-    (cd "$ROOT" && cargo build --release --quiet)
-    local bin
+    log "building (cargo build --release --bins --examples)"
+    (cd "$ROOT" && cargo build --release --quiet --bins --examples)
+    local bin path
     for bin in "$@"; do
-        [[ -x $ROOT/target/release/$bin ]] || die "$ROOT/target/release/$bin was not built"
+        path=$ROOT/target/release/$bin
+        [[ $bin == reuseport-launch ]] || path=$ROOT/target/release/examples/$bin
+        [[ -x $path ]] || die "$path was not built"
     done
 }
 
 # install_missing CMD...: installs, with apt-get, the Debian packages of the commands not on PATH.
 install_missing() {
     local -A package_of=([wrk]=wrk [ip]=iproute2 [ss]=iproute2 [sysctl]=procps [unshare]=util-linux
-        [nsenter]=util-linux [nstat]=iproute2 [haproxy]=haproxy)
+        [nsenter]=util-linux [nstat]=iproute2 [go]=golang-go [gcc]=gcc [file]=file [haproxy]=haproxy)
     local -a missing=()
     local cmd
     for cmd in "$@"; do

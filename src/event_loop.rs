@@ -15,18 +15,19 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use log::warn;
+use log::{debug, info, warn};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::kernel::notify_socket::{self, NotifySocket, Received};
 use crate::kernel::signals::SignalPipe;
+use crate::kernel::steering::group::SteeringGroup;
 use crate::kernel::supervisor::Supervisor;
 use crate::kernel::{inject, listen, process_tree, sysctl};
 use crate::launcher::{thousands, Launcher, NotifyMessage, Outcome, Phase, RateLimit, Verdict};
 use crate::operator::admin::AdminServer;
-use crate::operator::cli::Config;
+use crate::operator::cli::{Config, SteerArg};
 use crate::operator::control::ControlServer;
 use crate::operator::systemd::ServiceManager;
 
@@ -93,8 +94,12 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         notify,
         notify_drops: RateLimit::new(NOTIFY_DROP_LOG_WINDOW, NOTIFY_DROP_SENDERS),
     };
-    sysctl::warn_if_migrate_req_off();
-    let mut launcher = Launcher::new(config.policy(), now);
+    let steer = decide_steering(config.steer)?;
+    if steer {
+        io.supervisor.enable_steering();
+    }
+    sysctl::report_migrate_req(steer);
+    let mut launcher = Launcher::new(config.policy(steer), now);
     launcher.start(&mut io.supervisor, now);
     // When starting workers are next checked for a listening socket; None: on the next round.
     let mut probe_due: Option<Instant> = None;
@@ -108,6 +113,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             }
         }
         if let Phase::Finished(outcome) = launcher.phase() {
+            io.supervisor.kill_everything_left();
             return Ok(outcome.clone());
         }
         if probe_due.is_none_or(|due| due <= Instant::now()) {
@@ -124,6 +130,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             io.admin.as_ref().and_then(AdminServer::next_deadline),
             io.manager.next_deadline(),
             io.notify_drops.next_deadline(),
+            io.supervisor.next_deadline(),
             probe_due,
         ]
         .into_iter()
@@ -166,7 +173,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         }
         io.control.serve(&mut launcher, &mut io.supervisor, now);
         if let Some(admin) = &mut io.admin {
-            admin.serve(&launcher, now);
+            admin.serve(&launcher, &mut io.supervisor, now);
         }
         let now = Instant::now();
         launcher.on_timers(&mut io.supervisor, now);
@@ -182,6 +189,36 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
                 thousands(summary.suppressed),
                 summary.window.as_secs()
             );
+        }
+        io.supervisor
+            .look_for_strangers(|pid| launcher.is_worker(pid));
+    }
+}
+
+/// Settles `--steer`: `auto` is on when this launcher may load the reuseport program.
+fn decide_steering(choice: SteerArg) -> Result<bool, String> {
+    if choice == SteerArg::Off {
+        return Ok(false);
+    }
+    let support = SteeringGroup::probe_support();
+    if let Some(log) = support.as_ref().err().and_then(|e| e.verifier_log()) {
+        debug!("the verifier's log for the steering program:\n{log}");
+    }
+    match (support, choice) {
+        (Ok(()), _) => {
+            info!("steering on: the launcher chooses the worker of every new connection");
+            Ok(true)
+        }
+        (Err(why), SteerArg::On) => Err(format!(
+            "--steer on: unable to load the reuseport eBPF program: {why}. Run as root, or use --steer auto"
+        )),
+        (Err(why), _) => {
+            warn!(
+                "steering off: {why}. Without it a reload can reset connections queued on old listeners \
+                 (unless net.ipv4.tcp_migrate_req=1), and other processes listening on the port share its \
+                 connections; run the launcher as root to steer"
+            );
+            Ok(false)
         }
     }
 }

@@ -10,14 +10,12 @@ mod operator;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::launcher::Outcome;
 use crate::operator::cli::{self, Config, ConfigError};
-use crate::operator::control_client;
 use crate::operator::logging::{self, report_error};
+use crate::operator::{control_client, docs};
 
-/// Exit codes, documented in the README.
+/// Exit codes, explained to the reader in operator/help_text.rs (--help, the man page) and the README.
 const EXIT_RUNTIME_ERROR: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_PROGRAM_NOT_FOUND: u8 = 3;
@@ -32,7 +30,7 @@ fn main() -> ExitCode {
     {
         return control_client::main(argv);
     }
-    let args = match cli::Args::try_parse_from(argv) {
+    let args = match cli::parse(argv) {
         Ok(args) => args,
         Err(e) if e.use_stderr() => {
             let _ = e.print();
@@ -44,6 +42,16 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    if let Some(what) = args.generate {
+        let mut out = std::io::stdout().lock();
+        return match docs::generate(what, &mut out).and_then(|()| out.flush()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                report_error(format!("unable to write the generated text to stdout: {e}"));
+                ExitCode::from(EXIT_RUNTIME_ERROR)
+            }
+        };
+    }
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(e) => {
@@ -68,8 +76,7 @@ fn main() -> ExitCode {
                  says \"Address already in use\", it does not, and dropping --no-inject lets the launcher set it"
             };
             report_error(format!(
-                "generation 1 could not get ready: {reason}. Check the worker's own output above, that it \
-                 listens and sends READY=1 to $NOTIFY_SOCKET, or raise --ready-timeout{injection_off}"
+                "generation 1 could not get ready: {reason}. The worker's own output, if any, is above{injection_off}"
             ));
             ExitCode::from(EXIT_START_FAILED)
         }

@@ -42,7 +42,7 @@ fn admin_endpoint_slow_clients_never_stall_the_loop() {
             "--admin",
             &admin,
             "--",
-            EXAMPLE_SERVER,
+            example_server(),
             "--port",
             &port_arg,
         ],

@@ -78,7 +78,10 @@ impl Host {
 fn deploy(dir: &TempDir, address: &str, extra: &str) {
     dir.write_script(
         "server.sh",
-        &format!("exec {EXAMPLE_SERVER} --host {address} --port {SERVICE_PORT} {extra}"),
+        &format!(
+            "exec {} --host {address} --port {SERVICE_PORT} {extra}",
+            example_server()
+        ),
     );
 }
 

@@ -53,7 +53,7 @@ fn flooded_local_endpoints_still_answer() {
             "--name",
             "flood",
             "--",
-            EXAMPLE_SERVER,
+            example_server(),
             "--port",
             &port,
         ],

@@ -54,7 +54,7 @@ fn lb_drain_keeps_serving_while_healthz_says_503() {
             "--stop-timeout",
             &stop_arg,
             "--",
-            EXAMPLE_SERVER,
+            example_server(),
             "--port",
             &port_arg,
         ],

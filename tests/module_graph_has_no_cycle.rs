@@ -2,7 +2,7 @@
 //! kernel, operator/ talks to people, event_loop.rs and main.rs wire them) depend on each other in one
 //! direction only, the decisions import nothing that does I/O, sibling files inside a layer form no
 //! cycle, and no source file grows past what one can read in a sitting. It reads the `crate::` and
-//! `super::` paths of every file under src/ (src/bin/ holds separate programs and is left out).
+//! `super::` paths of every file under src/ (the fixtures live in examples/, outside src/).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,7 +32,6 @@ fn sources() -> Vec<Source> {
     collect(&root, &mut files);
     files
         .into_iter()
-        .filter(|p| !p.starts_with(root.join("bin")))
         .map(|path| {
             let relative = path.strip_prefix(&root).unwrap().with_extension("");
             let mut module: Vec<String> = relative

@@ -33,7 +33,7 @@ fn reload_keeps_serving() {
             "--stop-timeout",
             "10",
             "--",
-            EXAMPLE_SERVER,
+            example_server(),
             "--port",
             &port_arg,
         ],

@@ -52,7 +52,7 @@ fn ready_from_a_process_that_is_not_a_worker_is_dropped() {
             "--ready-timeout",
             "3",
             "--",
-            EXAMPLE_SERVER,
+            example_server(),
             "--port",
             &port,
             "--never-ready",
@@ -95,7 +95,7 @@ fn ready_from_a_descendant_of_a_worker_counts() {
     // No exec: the worker is the shell, and example-server (which sends READY=1) is its child.
     let script = dir.write_script(
         "server.sh",
-        &format!("{EXAMPLE_SERVER} --port {port} &\nwait"),
+        &format!("{} --port {port} &\nwait", example_server()),
     );
     let script = script.display().to_string();
     let launcher = Launcher::spawn(

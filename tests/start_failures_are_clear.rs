@@ -64,7 +64,7 @@ fn program_not_executable_exits_3() {
 fn bad_flag_exits_2_with_a_hint() {
     private_netns(true);
     let dir = TempDir::new("bad_flag");
-    let (code, output) = run(&dir, &["--no-such-flag", "--", EXAMPLE_SERVER]);
+    let (code, output) = run(&dir, &["--no-such-flag", "--", example_server()]);
     assert_eq!(code, Some(2), "output: {output}");
     assert!(
         output.contains("--no-such-flag"),
@@ -74,9 +74,9 @@ fn bad_flag_exits_2_with_a_hint() {
         output.contains("--help"),
         "no hint towards --help: {output}"
     );
-    let (code, output) = run(&dir, &["--workers", "0", "--", EXAMPLE_SERVER]);
+    let (code, output) = run(&dir, &["--workers", "0", "--", example_server()]);
     assert_eq!(code, Some(2), "--workers 0: {output}");
-    let (code, output) = run(&dir, &["--ready-timeout", "soon", "--", EXAMPLE_SERVER]);
+    let (code, output) = run(&dir, &["--ready-timeout", "soon", "--", example_server()]);
     assert_eq!(code, Some(2), "--ready-timeout soon: {output}");
 }
 
@@ -97,7 +97,7 @@ fn generation_1_exiting_before_ready_exits_4_and_names_the_worker() {
             "--stop-timeout",
             "5",
             "--",
-            EXAMPLE_SERVER,
+            example_server(),
             "--port",
             &port,
             "--exit-before-ready",

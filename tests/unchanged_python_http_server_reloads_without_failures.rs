@@ -2,9 +2,11 @@
 //! times under connection-per-request load without one failed request: the launcher sets SO_REUSEPORT on
 //! its bind, counts a worker ready once it listens and drains an old worker by its listener
 //! (`--drain auto`). The new generation really listens beside the old one: during a reload the port's
-//! group holds listeners of old and new pids at once, and a new pid answers before an old pid's last
-//! answer. Control: with `--drain signal` (python dies at SIGTERM with requests in flight) the same run,
-//! with 10 reloads to bound the test's time, prints its failures; they are not asserted.
+//! group holds listeners of old and new pids at once (with steering, the default as root, the old ones
+//! receive nothing new once the new generation is ready, so answers switch from old to new pids rather
+//! than overlap; the overlaps are printed, not asserted). Control: with `--drain signal` (python dies
+//! at SIGTERM with requests in flight; with steering it gets SIGTERM only once its queue is empty) the
+//! same run, with 10 reloads to bound the test's time, prints its failures; they are not asserted.
 //!
 //! python's directory listing names no pid, so each worker serves a directory of its own holding one
 //! file named `gen-G-pid-P` (made by the PROGRAM script before it execs python): a probe reads who answered.
@@ -256,10 +258,6 @@ fn unchanged_python_http_server_reloads_without_failures() {
         auto.probe_failures.is_empty(),
         "probe requests failed: {:?}",
         auto.probe_failures
-    );
-    assert!(
-        !overlaps.is_empty(),
-        "in no reload did a new pid answer while the old generation still answered"
     );
     let seen_together = auto.best_census.iter().filter(|c| !c.is_empty()).count();
     assert!(

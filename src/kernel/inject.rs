@@ -18,6 +18,8 @@ use nix::sys::socket::{
 };
 use nix::unistd::Pid;
 
+use super::pidfd;
+
 /// The architecture whose syscall numbers the filter checks; other ABIs (i386, x32) bind unchanged.
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
@@ -331,6 +333,15 @@ impl BindWatch {
         &self.drained_ports
     }
 
+    /// The launcher's copies of the worker's listening sockets (none before it listens).
+    pub fn listeners(&self) -> Vec<BorrowedFd<'_>> {
+        self.sockets
+            .iter()
+            .filter(|s| is_listening(s))
+            .map(|s| s.as_fd())
+            .collect()
+    }
+
     /// Sets SO_REUSEPORT on the socket of one bind notification; returns the port when it did.
     fn inject(&mut self, request: &libc::seccomp_notif) -> Result<Option<u16>, String> {
         let [socket_fd, address, length, ..] = request.data.args;
@@ -425,23 +436,7 @@ fn read_memory(tid: i32, address: u64, buffer: &mut [u8]) -> Result<(), String> 
 /// A copy of the worker's socket `fd`, via pidfd_open + pidfd_getfd on the thread's process.
 fn take_socket(tid: i32, fd: RawFd) -> Result<OwnedFd, String> {
     let tgid = thread_group_of(tid).ok_or("the binding process is gone")?;
-    // SAFETY: pidfd_open returns a new fd or -1; we own what it returns.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tgid, 0) } as RawFd;
-    if pidfd < 0 {
-        return Err(format!(
-            "pidfd_open({tgid}): {}",
-            io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: pidfd is a fresh fd owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    // SAFETY: pidfd_getfd returns a new fd (close-on-exec) or -1.
-    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) } as RawFd;
-    if copy < 0 {
-        return Err(format!("pidfd_getfd: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: a fresh fd owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+    pidfd::copy_fd(tgid, fd).map_err(|e| e.to_string())
 }
 
 /// The process (thread group) a thread belongs to: seccomp notifications carry thread ids.

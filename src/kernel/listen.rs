@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use log::warn;
@@ -444,6 +444,11 @@ impl Held {
     /// Ports whose listeners `close_listeners` closed.
     pub fn drained_ports(&self) -> &[u16] {
         &self.drained_ports
+    }
+
+    /// The launcher's copies of the worker's sockets (until they are closed or released).
+    pub fn listeners(&self) -> Vec<BorrowedFd<'_>> {
+        self.sockets.iter().map(|s| s.as_fd()).collect()
     }
 }
 

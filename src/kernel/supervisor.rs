@@ -4,6 +4,7 @@
 //! `--listen` it also gets the launcher-bound sockets (listen.rs); with `--user`/`--group` it drops to
 //! that user and group before exec.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -18,17 +19,27 @@ use std::process::Command;
 use log::{debug, warn};
 use nix::errno::Errno;
 use nix::libc;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use socket2::SockRef;
 
+use super::adopt;
 use super::connections;
 use super::inject::{self, BindWatch};
 use super::listen::{self, Held};
 use super::node_ipc;
+use super::orphans;
+use super::steering::queue;
+use super::steering::router::Router;
 use super::worker_spec::{RunAs, WorkerSpec};
 use crate::launcher::{ExitReason, Processes};
 
+/// How long the launcher waits at exit for the processes it killed there to be gone: SIGKILL takes
+/// effect within milliseconds unless a process is stuck in the kernel, and then waiting longer won't help.
+const FINAL_REAP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the exit path checks that they are gone.
+const FINAL_REAP_POLL: std::time::Duration = std::time::Duration::from_millis(5);
 pub const ENV_WORKER: &str = "REUSEPORT_LAUNCH_WORKER";
 pub const ENV_GENERATION: &str = "REUSEPORT_LAUNCH_GENERATION";
 pub const ENV_NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
@@ -76,10 +87,18 @@ pub struct Supervisor {
     stop_message: Option<String>,
     /// The IPC channels of live workers.
     ipc: Vec<node_ipc::Channel>,
+    /// Copies of the listeners of workers whose binds the launcher did not see (`--no-inject`), taken
+    /// when they are first steered to.
+    adopted: Vec<(Pid, Vec<OwnedFd>)>,
+    /// With steering: the reuseport eBPF program of every group the workers listen in.
+    router: Option<Router>,
 }
 
 impl Supervisor {
     pub fn new(config: WorkerSpec, notify_socket: PathBuf) -> Result<Supervisor, String> {
+        // Before the first spawn: a worker's orphans (a server that forks into the background) must
+        // become our children, so that they can be found, stopped and reaped.
+        orphans::become_subreaper()?;
         let fixed_fds = config.listen.len() + usize::from(config.node_ipc);
         let reserved = if fixed_fds == 0 {
             Vec::new()
@@ -109,6 +128,39 @@ impl Supervisor {
             node_ipc: config.node_ipc,
             stop_message: config.stop_message.clone(),
             ipc: Vec::new(),
+            adopted: Vec::new(),
+            router: None,
+        })
+    }
+
+    /// From now on the launcher chooses which listeners receive new connections (`Processes::steer`).
+    pub fn enable_steering(&mut self) {
+        self.router = Some(Router::new());
+    }
+
+    /// When the steered ports are next looked at for listeners that are not the workers'.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.router.as_ref().and_then(Router::next_deadline)
+    }
+
+    /// Warns about listeners on the steered ports that are not workers (`is_worker`) or their children.
+    pub fn look_for_strangers(&mut self, is_worker: impl Fn(Pid) -> bool) {
+        let Some(router) = self.router.as_mut().filter(|r| r.strangers_due()) else {
+            return;
+        };
+        let copies = listeners_where(&self.watches, &self.held, &self.adopted, |_| true);
+        let known: HashSet<u64> = copies
+            .into_iter()
+            .filter_map(|fd| nix::sys::stat::fstat(fd.as_raw_fd()).ok())
+            .map(|stat| stat.st_ino)
+            .collect();
+        router.look_for_strangers(&known, is_worker);
+    }
+
+    /// The launcher's copies of the worker's listening sockets, wherever they came from.
+    fn listeners(&self, worker: Pid) -> Vec<BorrowedFd<'_>> {
+        listeners_where(&self.watches, &self.held, &self.adopted, |pid| {
+            pid == worker
         })
     }
 
@@ -219,12 +271,38 @@ impl Supervisor {
 
     /// Every child that has exited since the last call, without blocking; their watches and the
     /// launcher's copies of their sockets are closed.
+    /// On the way out: kills every process still below the launcher (all workers are gone by now, so
+    /// this is what they left behind) and reaps them, waiting at most FINAL_REAP_LIMIT. No process the
+    /// launcher started outlives it.
+    pub fn kill_everything_left(&mut self) {
+        let left = orphans::left_behind(&[], None);
+        if left.is_empty() {
+            return;
+        }
+        debug!(
+            "at exit: killing {} process(es) left behind by workers (pid {})",
+            left.len(),
+            left.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.kill_left_behind(&left);
+        let deadline = Instant::now() + FINAL_REAP_LIMIT;
+        while !orphans::left_behind(&[], None).is_empty() && Instant::now() < deadline {
+            reap_children();
+            std::thread::sleep(FINAL_REAP_POLL);
+        }
+        reap_children();
+    }
+
     pub fn reap(&mut self) -> Vec<(Pid, ExitReason)> {
         let exited = reap_children();
         let gone = |worker: Pid| exited.iter().any(|(pid, _)| *pid == worker);
         self.watches.retain(|w| !gone(w.worker()));
         self.held.retain(|h| !gone(h.worker()));
         self.ipc.retain(|c| !gone(c.worker()));
+        self.adopted.retain(|(pid, _)| !gone(*pid));
         exited
     }
 }
@@ -367,11 +445,60 @@ impl Processes for Supervisor {
     }
 
     fn has_connections(&mut self, worker: Pid) -> bool {
-        if let Some(held) = self.held(worker) {
-            return connections::count_open(worker, held.drained_ports()) > 0;
+        let mut ports: Vec<u16> = self
+            .held(worker)
+            .map(|h| h.drained_ports().to_vec())
+            .or_else(|| self.watch(worker).map(|w| w.drained_ports().to_vec()))
+            .unwrap_or_default();
+        // Steered out rather than shut: the listeners are still there to say which ports.
+        ports.extend(
+            self.listeners(worker)
+                .iter()
+                .filter_map(|l| SockRef::from(l).local_addr().ok()?.as_socket())
+                .map(|a| a.port()),
+        );
+        !ports.is_empty() && connections::count_open(worker, &ports) > 0
+    }
+
+    fn steer(&mut self, receiving: &[Pid]) {
+        if self.router.is_none() {
+            return;
         }
-        self.watch(worker)
-            .is_some_and(|w| connections::count_open(worker, w.drained_ports()) > 0)
+        for &worker in receiving {
+            if self.listeners(worker).is_empty() && !self.adopted.iter().any(|(p, _)| *p == worker)
+            {
+                let copies = adopt::listeners_of(worker);
+                if copies.is_empty() {
+                    warn!("worker pid {worker}: no listening socket found to steer connections to");
+                }
+                self.adopted.push((worker, copies));
+            }
+        }
+        let Some(router) = self.router.as_mut() else {
+            return;
+        };
+        let listeners: Vec<BorrowedFd> = receiving
+            .iter()
+            .flat_map(|&worker| {
+                listeners_where(&self.watches, &self.held, &self.adopted, |pid| {
+                    pid == worker
+                })
+            })
+            .collect();
+        router.steer(&listeners);
+    }
+
+    fn accept_queue(&mut self, worker: Pid) -> Option<u32> {
+        let listeners = self.listeners(worker);
+        if listeners.is_empty() {
+            return None;
+        }
+        Some(
+            listeners
+                .into_iter()
+                .filter_map(|l| queue::accept_queue_depth(l).ok())
+                .sum(),
+        )
     }
 
     fn release_listeners(&mut self, worker: Pid) {
@@ -382,6 +509,40 @@ impl Processes for Supervisor {
             watch.release_sockets();
         }
     }
+
+    fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid> {
+        orphans::left_behind(workers, Some(exited))
+    }
+
+    fn kill_left_behind(&mut self, pids: &[Pid]) {
+        for &pid in pids {
+            // By pid, never by group: a daemon's setsid() gave it a group of its own, and a pid of ours is
+            // still ours (it is our child or a descendant of one until we reap it).
+            if let Err(e) = kill(pid, Signal::SIGKILL) {
+                if e != Errno::ESRCH {
+                    log::warn!("unable to kill pid {pid}, left behind by a worker: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// The launcher's copies of the listening sockets of the workers `wanted` picks: from their bind
+/// notifications, their `--listen` sockets, or adopted from /proc.
+fn listeners_where<'a>(
+    watches: &'a [BindWatch],
+    held: &'a [Held],
+    adopted: &'a [(Pid, Vec<OwnedFd>)],
+    wanted: impl Fn(Pid) -> bool,
+) -> Vec<BorrowedFd<'a>> {
+    let watched = watches.iter().filter(|w| wanted(w.worker()));
+    let held = held.iter().filter(|h| wanted(h.worker()));
+    let adopted = adopted.iter().filter(|(pid, _)| wanted(*pid));
+    watched
+        .flat_map(BindWatch::listeners)
+        .chain(held.flat_map(Held::listeners))
+        .chain(adopted.flat_map(|(_, copies)| copies.iter().map(|c| c.as_fd())))
+        .collect()
 }
 
 /// Whether poll reported `source` readable (or hung up) in this round.

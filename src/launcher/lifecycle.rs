@@ -12,8 +12,13 @@ pub enum WorkerPhase {
     Starting { ready_deadline: Instant },
     /// Sent READY=1.
     Ready,
-    /// Its listening sockets were taken out of the port's group (`--drain listener`); it gets the stop
-    /// signal once its connections are gone, checked at `next_check`, or at `signal_at` at the latest.
+    /// Steering no longer sends it new connections (its successor receives them); it is left alone
+    /// until its listeners' accept queues are empty and `--handover-grace` has passed since `since`
+    /// (checked at `next_check`), then drained like any other worker.
+    SteeredOut { since: Instant, next_check: Instant },
+    /// Receives no new connections: its listening sockets were taken out of the port's group
+    /// (`--drain listener`), or steered out; it gets the stop signal once its connections are gone,
+    /// checked at `next_check`, or at `signal_at` at the latest.
     Draining {
         signal_at: Instant,
         next_check: Instant,
@@ -46,7 +51,9 @@ impl Worker {
     pub fn is_stopping(&self) -> bool {
         matches!(
             self.phase,
-            WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. }
+            WorkerPhase::Stopping { .. }
+                | WorkerPhase::Draining { .. }
+                | WorkerPhase::SteeredOut { .. }
         )
     }
 }

@@ -20,6 +20,7 @@ mod rate_limit;
 mod reload;
 mod restarts;
 mod snapshot;
+mod steering;
 mod stopping;
 mod timers;
 mod workers;
@@ -60,6 +61,8 @@ pub struct Launcher {
     reloads_started: u64,
     last_reload: Option<ReloadResult>,
     announcements: Vec<Announcement>,
+    /// The workers whose listeners receive new connections, as last handed to `Processes::steer`.
+    steered: Vec<Pid>,
 }
 
 impl Launcher {
@@ -78,6 +81,7 @@ impl Launcher {
             reloads_started: 0,
             last_reload: None,
             announcements: Vec::new(),
+            steered: Vec::new(),
         }
     }
 

@@ -18,6 +18,12 @@ pub struct Policy {
     pub ready: ReadyMode,
     /// How workers are drained.
     pub drain: DrainMode,
+    /// The launcher chooses which listeners receive new connections (`--steer`): only the ready
+    /// workers of the active generation do.
+    pub steer: bool,
+    /// With steering: how long a steered-out worker keeps its listener open after its accept queue is
+    /// empty, for handshakes already under way (`--handover-grace`).
+    pub handover_grace: Duration,
     /// On stop, how long every worker keeps serving while the health check already says 503, so a
     /// load balancer stops sending before the drain begins (`--lb-drain`; zero: drain at once).
     pub lb_drain: Duration,

@@ -22,4 +22,16 @@ pub trait Processes {
     fn has_connections(&mut self, worker: Pid) -> bool;
     /// Forgets the copies of the worker's sockets: it drains itself.
     fn release_listeners(&mut self, worker: Pid);
+    /// With steering: makes the listeners of exactly these workers receive the port's new connections;
+    /// every other socket of the port's group gets none.
+    fn steer(&mut self, receiving: &[Pid]);
+    /// Connections waiting in the accept queues of the worker's listeners; None when the launcher
+    /// holds none of them.
+    fn accept_queue(&mut self, worker: Pid) -> Option<u32>;
+    /// Processes that are neither one of `workers` nor in one of their trees, and that the launcher
+    /// adopted as subreaper (or is adopting from `exited`, the worker just reaped): what exited workers
+    /// left behind (a server that forked into the background).
+    fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid>;
+    /// Kills each of `pids` with SIGKILL, by pid.
+    fn kill_left_behind(&mut self, pids: &[Pid]);
 }

@@ -78,6 +78,7 @@ impl Launcher {
             self.stop_worker(processes, pid, now);
         }
         self.announce_status();
+        self.sync_steering(processes);
         Ok(())
     }
 

@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 use log::{debug, error, warn};
 use nix::unistd::Pid;
 
-use super::backoff::{ordinal, Backoff};
+use super::backoff::{ordinal, Backoff, STABLE_UPTIME};
 use super::{
     describe, format_delay, Announcement, ExitReason, Launcher, Phase, Processes, Worker,
     WorkerPhase,
 };
+
+/// How common servers are kept from forking into the background, for the message about a worker that did.
+const FOREGROUND_HINT: &str =
+    "e.g. nginx -g 'daemon off;', apachectl -DFOREGROUND, php-fpm --nodaemonize, \
+     redis-server --daemonize no, or the server's own --foreground/--no-daemon flag";
 
 /// Restart bookkeeping of one slot of the active generation.
 #[derive(Debug, Clone, Default)]
@@ -36,8 +41,23 @@ impl Launcher {
         };
         let worker = self.workers.remove(index);
         let name = describe(&worker);
+        // "...exited with status 0 before it was ready; it left 1 process behind (...)"; empty when it
+        // left nothing, and not asked after a stop signal (its group got the signal too).
+        let left = match worker.phase {
+            WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. } => String::new(),
+            phase => match self.stop_left_behind(processes, worker.pid) {
+                Some(left) => format!("; it left {left}"),
+                // Its daemon may be gone already (its bind failed, say): status 0 before ready still
+                // tells the story.
+                None if reason == ExitReason::Exited(0) && phase != WorkerPhase::Ready => format!(
+                    "; a server that exits with status 0 before it is ready has usually forked into the \
+                     background (daemonized): keep it in the foreground ({FOREGROUND_HINT})"
+                ),
+                None => String::new(),
+            },
+        };
         match (&self.phase, worker.phase) {
-            (_, WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. }) => {
+            (_, _) if worker.is_stopping() => {
                 debug!("{name} exited with {reason} after the stop signal");
                                 self.retire_if_gone(worker.generation, now);
                 if matches!(self.phase, Phase::Stopping { .. }) {
@@ -46,16 +66,50 @@ impl Launcher {
             }
             (Phase::Starting, _) => {
                 let when = if worker.phase == WorkerPhase::Ready { "while generation 1 was starting" } else { "before it was ready" };
-                self.fail_start(processes, format!("{name} exited with {reason} {when}"), now);
+                self.fail_start(processes, format!("{name} exited with {reason} {when}{left}"), now);
             }
             (Phase::Reloading { next, .. }, _) if worker.generation == *next => {
                 let when = if worker.phase == WorkerPhase::Ready { "before its generation was ready" } else { "before it was ready" };
-                self.fail_reload(processes, format!("{name} exited with {reason} {when}"), now);
+                self.fail_reload(processes, format!("{name} exited with {reason} {when}{left}"), now);
             }
-            _ if worker.generation == self.active => self.schedule_restart(&worker, reason, now),
+            // Generation 1 counted ready on its child's listener, then the worker went to the background:
+            // restarting it would only fork another daemon. Still generation 1's start, in effect.
+            _ if !left.is_empty()
+                && worker.generation == 1
+                && self.active == 1
+                && now.saturating_duration_since(worker.spawned_at) < STABLE_UPTIME =>
+            {
+                self.fail_start(processes, format!("{name} exited with {reason} right after generation 1 started{left}"), now);
+            }
+            _ if worker.generation == self.active => self.schedule_restart(&worker, reason, &left, now),
             _ => error!("{name} exited with {reason} in an unexpected state; this is a bug in reuseport-launch"),
         }
+        self.sync_steering(processes);
         self.finish_if_stopped();
+    }
+
+    /// Kills what exited workers left behind (processes the launcher adopted as subreaper, outside every
+    /// live worker's tree) and says what they were, for the exit message; None when there are none.
+    /// A worker that exits while its children run on has forked into the background: the children hold
+    /// its port beyond the launcher's control, and a restart would only add one more.
+    fn stop_left_behind(&mut self, processes: &mut impl Processes, exited: Pid) -> Option<String> {
+        let live: Vec<Pid> = self.workers.iter().map(|w| w.pid).collect();
+        let left = processes.left_behind(exited, &live);
+        if left.is_empty() {
+            return None;
+        }
+        processes.kill_left_behind(&left);
+        let pids = left
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Some(format!(
+            "{} process{} behind (pid {pids}, now killed): the server forked into the background \
+             (daemonized) or left children running; keep it in the foreground ({FOREGROUND_HINT})",
+            left.len(),
+            if left.len() == 1 { "" } else { "es" },
+        ))
     }
 
     /// Stops a misbehaving worker of the active generation and schedules its slot's restart.
@@ -87,13 +141,20 @@ impl Launcher {
             .cloned()
     }
 
-    pub(super) fn schedule_restart(&mut self, worker: &Worker, reason: ExitReason, now: Instant) {
+    /// `note` follows the exit reason in the message (what the worker left behind, or nothing).
+    pub(super) fn schedule_restart(
+        &mut self,
+        worker: &Worker,
+        reason: ExitReason,
+        note: &str,
+        now: Instant,
+    ) {
         if matches!(
             self.phase,
             Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_)
         ) {
             warn!(
-                "{} exited with {reason}; not restarted: the launcher is stopping",
+                "{} exited with {reason}{note}; not restarted: the launcher is stopping",
                 describe(worker)
             );
             return;
@@ -109,7 +170,7 @@ impl Launcher {
             " before ready"
         };
         warn!(
-            "{} exited with {reason}{when}; restarting in {} ({} failure in a row)",
+            "{} exited with {reason}{when}{note}; restarting in {} ({} failure in a row)",
             describe(worker),
             format_delay(delay),
             ordinal(in_a_row)

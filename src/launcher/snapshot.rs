@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Launcher, Phase, ReloadResult, WorkerPhase};
+use super::{Launcher, Phase, Processes, ReloadResult, WorkerPhase};
 
 /// A point-in-time view of the launcher for `status`.
 #[derive(Debug, Clone)]
@@ -22,7 +22,8 @@ pub struct WorkerRow {
     pub generation: u32,
     pub slot: usize,
     pub pid: i32,
-    /// starting, ready, draining (its listener taken out, connections ending) or stopping (signalled)
+    /// starting, ready, handover (steered out, its queue being accepted), draining (its listener taken
+    /// out, connections ending) or stopping (signalled)
     pub state: &'static str,
     pub uptime: Duration,
     /// Restarts of this slot in the active generation.
@@ -30,11 +31,15 @@ pub struct WorkerRow {
     pub ready_after: Option<Duration>,
     /// The worker's last STATUS= line.
     pub status: Option<String>,
+    /// With steering: whether its listeners receive new connections.
+    pub receiving: Option<bool>,
+    /// Connections waiting in its listeners' accept queues, when the launcher holds its listeners.
+    pub accept_queue: Option<u32>,
 }
 
 impl Launcher {
-    /// Everything `reuseport-launch status` shows.
-    pub fn snapshot(&self, now: Instant) -> Snapshot {
+    /// Everything `reuseport-launch status` shows; `processes` tells the accept queue depths.
+    pub fn snapshot(&self, processes: &mut impl Processes, now: Instant) -> Snapshot {
         let mut workers: Vec<WorkerRow> = self
             .workers
             .iter()
@@ -45,6 +50,7 @@ impl Launcher {
                 state: match w.phase {
                     WorkerPhase::Starting { .. } => "starting",
                     WorkerPhase::Ready => "ready",
+                    WorkerPhase::SteeredOut { .. } => "handover",
                     WorkerPhase::Draining { .. } => "draining",
                     WorkerPhase::Stopping { .. } => "stopping",
                 },
@@ -56,6 +62,8 @@ impl Launcher {
                 },
                 ready_after: w.ready_after,
                 status: w.status.clone(),
+                receiving: self.policy.steer.then(|| self.is_receiving(w.pid)),
+                accept_queue: processes.accept_queue(w.pid),
             })
             .collect();
         workers.sort_by_key(|w| (w.generation, w.slot, w.pid));

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+mod health_and_lb_drain;
+
 #[derive(Default)]
 struct FakeProcesses {
     next_pid: i32,
@@ -17,6 +19,14 @@ struct FakeProcesses {
     listeners: Vec<Pid>,
     /// Workers that still have open connections.
     busy: Vec<Pid>,
+    /// Every receiving set handed to `steer`, in order.
+    steered: Vec<Vec<Pid>>,
+    /// Accept queue depth by worker (absent: 0).
+    queued: Vec<(Pid, u32)>,
+    /// Processes outside every worker's tree (what a daemonizing worker leaves behind).
+    strays: Vec<Pid>,
+    /// Strays killed through `kill_left_behind`.
+    killed_strays: Vec<Pid>,
 }
 
 impl Processes for FakeProcesses {
@@ -44,6 +54,31 @@ impl Processes for FakeProcesses {
     fn release_listeners(&mut self, worker: Pid) {
         self.listeners.retain(|&p| p != worker);
     }
+    fn steer(&mut self, receiving: &[Pid]) {
+        self.steered.push(receiving.to_vec());
+    }
+    fn accept_queue(&mut self, worker: Pid) -> Option<u32> {
+        Some(
+            self.queued
+                .iter()
+                .find(|(p, _)| *p == worker)
+                .map_or(0, |q| q.1),
+        )
+    }
+    fn left_behind(&mut self, _exited: Pid, _workers: &[Pid]) -> Vec<Pid> {
+        self.strays.clone()
+    }
+    fn kill_left_behind(&mut self, pids: &[Pid]) {
+        self.killed_strays.extend_from_slice(pids);
+        self.strays.retain(|p| !pids.contains(p));
+    }
+}
+
+impl FakeProcesses {
+    /// The receiving set last handed to `steer`.
+    fn receiving(&self) -> Vec<Pid> {
+        self.steered.last().cloned().unwrap_or_default()
+    }
 }
 
 const SEC: Duration = Duration::from_secs(1);
@@ -58,6 +93,15 @@ fn policy() -> Policy {
         ready: ReadyMode::Auto,
         drain: DrainMode::Auto,
         lb_drain: Duration::ZERO,
+        steer: false,
+        handover_grace: Duration::from_millis(100),
+    }
+}
+
+fn steering() -> Policy {
+    Policy {
+        steer: true,
+        ..policy()
     }
 }
 
@@ -262,6 +306,73 @@ fn generation_one_failure_stops_everything_with_the_reason() {
 }
 
 #[test]
+fn a_worker_that_daemonizes_fails_the_start_and_its_leftovers_are_killed() {
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(policy(), t0);
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    // Worker 0 forked a daemon (now the launcher's child as subreaper) and exited 0.
+    let daemon = Pid::from_raw(4242);
+    p.strays.push(daemon);
+    l.on_exit(&mut p, gen1[0], ExitReason::Exited(0), t0);
+    assert_eq!(p.killed_strays, vec![daemon]);
+    l.on_exit(&mut p, gen1[1], ExitReason::Signaled(Signal::SIGTERM), t0);
+    // The daemon's own exit, reaped by the launcher, is not a worker's and changes nothing.
+    l.on_exit(&mut p, daemon, ExitReason::Signaled(Signal::SIGKILL), t0);
+    match l.phase() {
+        Phase::Finished(Outcome::StartFailed(reason)) => assert!(
+            reason.contains("status 0")
+                && reason.contains("pid 4242")
+                && reason.contains("forked into the background")
+                && reason.contains("daemon off;"),
+            "{reason}"
+        ),
+        other => panic!("unexpected phase {other:?}"),
+    }
+}
+
+#[test]
+fn a_worker_that_daemonizes_right_after_generation_one_served_fails_the_start() {
+    let (mut l, mut p, t0) = serving();
+    let gen1 = pids_of(&p, 1);
+    let daemon = Pid::from_raw(4343);
+    p.strays.push(daemon);
+    l.on_exit(&mut p, gen1[0], ExitReason::Exited(0), t0 + SEC);
+    assert_eq!(p.killed_strays, vec![daemon]);
+    l.on_exit(
+        &mut p,
+        gen1[1],
+        ExitReason::Signaled(Signal::SIGTERM),
+        t0 + SEC,
+    );
+    match l.phase() {
+        Phase::Finished(Outcome::StartFailed(reason)) => {
+            assert!(reason.contains("forked into the background"), "{reason}")
+        }
+        other => panic!("unexpected phase {other:?}"),
+    }
+}
+
+#[test]
+fn a_long_serving_worker_that_leaves_children_is_restarted_and_they_are_killed() {
+    let (mut l, mut p, t0) = serving();
+    let gen1 = pids_of(&p, 1);
+    let child = Pid::from_raw(4444);
+    p.strays.push(child);
+    l.on_exit(
+        &mut p,
+        gen1[0],
+        ExitReason::Signaled(Signal::SIGSEGV),
+        t0 + 60 * SEC,
+    );
+    assert_eq!(p.killed_strays, vec![child]);
+    assert_eq!(l.phase(), &Phase::Serving);
+    l.on_timers(&mut p, t0 + 61 * SEC);
+    assert_eq!(pids_of(&p, 1).len(), 3, "slot 0 restarted");
+}
+
+#[test]
 fn spawn_failure_during_reload_keeps_old_generation() {
     let (mut l, mut p, t0) = serving();
     p.fail_spawns = true;
@@ -319,121 +430,163 @@ fn sd_notify_servers_keep_the_plain_stop_order() {
     );
 }
 
-#[test]
-fn health_needs_every_slot_ready_in_the_active_generation() {
+/// A launcher with steering whose generation 1 serves (sd_notify servers: drained by signal).
+fn steered_serving() -> (Launcher, FakeProcesses, Instant) {
     let t0 = Instant::now();
     let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(policy(), t0);
+    let mut l = Launcher::new(steering(), t0);
     l.start(&mut p, t0);
-    assert!(l.health().unwrap_err().contains("starting"));
     let gen1 = pids_of(&p, 1);
     ready(&mut l, &mut p, &gen1, t0);
-    assert!(l.health().is_ok());
-    // A reload in progress is healthy: generation 1 still serves every slot.
-    l.request_reload(&mut p, t0);
-    assert!(l.health().is_ok());
-    let gen2 = pids_of(&p, 2);
-    ready(&mut l, &mut p, &gen2, t0);
-    l.on_exit(&mut p, gen2[1], ExitReason::Signaled(Signal::SIGKILL), t0);
-    assert!(l.health().unwrap_err().contains("slot 1"));
-    l.on_timers(&mut p, t0 + SEC);
-    let restarted = pids_of(&p, 2)[2];
-    ready(&mut l, &mut p, &[restarted], t0 + SEC);
-    assert!(l.health().is_ok());
-    assert!(l.take_announcements().contains(&Announcement::Restarted {
-        generation: 2,
-        slot: 1
-    }));
-    l.request_stop(&mut p, t0 + SEC);
-    assert!(l.health().unwrap_err().contains("stopping"));
+    (l, p, t0)
 }
 
 #[test]
-fn lb_drain_keeps_workers_serving_while_unhealthy_then_drains() {
+fn steering_sends_connections_only_to_ready_workers_of_the_active_generation() {
     let t0 = Instant::now();
     let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(
-        Policy {
-            lb_drain: 4 * SEC,
-            ..policy()
-        },
-        t0,
-    );
+    let mut l = Launcher::new(steering(), t0);
     l.start(&mut p, t0);
     let gen1 = pids_of(&p, 1);
-    ready(&mut l, &mut p, &gen1, t0);
-    // A reload in progress is given up: its workers stop, generation 1 keeps serving.
+    assert!(p.steered.is_empty(), "nobody is ready: nothing to steer to");
+    ready(&mut l, &mut p, &gen1[..1], t0);
+    assert_eq!(p.receiving(), gen1[..1]);
+    ready(&mut l, &mut p, &gen1[1..], t0);
+    assert_eq!(p.receiving(), gen1);
     l.request_reload(&mut p, t0);
     let gen2 = pids_of(&p, 2);
-    l.take_announcements();
-    l.request_stop(&mut p, t0);
+    ready(&mut l, &mut p, &gen2[..1], t0);
     assert_eq!(
-        l.phase(),
-        &Phase::LbDrain {
-            drain_at: t0 + 4 * SEC
-        }
+        p.receiving(),
+        gen1,
+        "a generation receives nothing before all of it is ready"
     );
+}
+
+#[test]
+fn handover_signals_the_old_generation_only_after_its_queue_is_empty_and_the_grace_passed() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    p.queued.push((gen1[0], 3));
+    ready(&mut l, &mut p, &gen2, t0);
+    assert_eq!(
+        p.receiving(),
+        gen2,
+        "promotion steers to the new generation at once"
+    );
+    assert!(
+        p.signals.is_empty(),
+        "old workers are signalled before their handover"
+    );
+    let grace = t0 + Duration::from_millis(100);
+    assert_eq!(l.next_deadline(), Some(grace));
+    l.on_timers(&mut p, grace);
     assert_eq!(
         p.signals,
-        gen2.iter()
-            .map(|&pid| (pid, Signal::SIGTERM))
-            .collect::<Vec<_>>(),
-        "only the unfinished generation is stopped"
+        vec![(gen1[1], Signal::SIGTERM)],
+        "the worker with an empty queue is stopped after the grace, the one with a queue is not"
     );
-    assert!(l.health().unwrap_err().contains("lb-drain"));
-    assert!(l.take_announcements().contains(&Announcement::Stopping {
-        // 4 s of --lb-drain, then a listener drain (up to 3 s) and the stop timeout (3 s).
-        within: 10 * SEC
-    }));
-    assert_eq!(
-        l.request_reload(&mut p, t0),
-        None,
-        "no reload while stopping"
-    );
-    // A crash meanwhile is not restarted.
-    l.on_exit(&mut p, gen1[1], ExitReason::Exited(1), t0 + SEC);
-    l.on_timers(&mut p, t0 + 2 * SEC);
-    assert_eq!(p.spawned.len(), 4, "nothing is spawned during --lb-drain");
-    assert_eq!(
-        l.next_deadline(),
-        Some(t0 + 3 * SEC),
-        "gen 2's kill timeout"
-    );
-    l.on_timers(&mut p, t0 + 3 * SEC);
-    for &pid in &gen2 {
-        l.on_exit(
-            &mut p,
-            pid,
-            ExitReason::Signaled(Signal::SIGKILL),
-            t0 + 3 * SEC,
-        );
-    }
-    assert_eq!(l.next_deadline(), Some(t0 + 4 * SEC));
-    assert!(!p.signals.contains(&(gen1[0], Signal::SIGTERM)));
-    l.on_timers(&mut p, t0 + 4 * SEC);
-    assert!(matches!(l.phase(), Phase::Stopping { .. }));
+    p.queued.clear();
+    let later = grace + Duration::from_millis(5);
+    assert_eq!(l.next_deadline(), Some(later));
+    l.on_timers(&mut p, later);
     assert!(p.signals.contains(&(gen1[0], Signal::SIGTERM)));
-    l.on_exit(&mut p, gen1[0], ExitReason::Exited(0), t0 + 4 * SEC);
-    assert_eq!(l.phase(), &Phase::Finished(Outcome::Stopped));
+    assert_eq!(
+        p.receiving(),
+        gen2,
+        "the receiving set was never changed back"
+    );
 }
 
 #[test]
-fn a_second_stop_request_skips_the_rest_of_lb_drain() {
+fn a_queue_that_never_empties_is_drained_after_the_stop_timeout() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.request_reload(&mut p, t0);
+    p.queued.push((gen1[0], 1));
+    let gen2 = pids_of(&p, 2);
+    ready(&mut l, &mut p, &gen2, t0);
+    l.on_timers(&mut p, t0 + 2 * SEC);
+    assert!(!p.signals.contains(&(gen1[0], Signal::SIGTERM)));
+    l.on_timers(&mut p, t0 + 3 * SEC);
+    assert!(p.signals.contains(&(gen1[0], Signal::SIGTERM)));
+}
+
+#[test]
+fn steered_out_unchanged_servers_are_drained_by_their_connections_without_a_shutdown() {
     let t0 = Instant::now();
     let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(
-        Policy {
-            lb_drain: 30 * SEC,
-            ..policy()
-        },
-        t0,
-    );
+    let mut l = Launcher::new(steering(), t0);
     l.start(&mut p, t0);
     let gen1 = pids_of(&p, 1);
-    ready(&mut l, &mut p, &gen1, t0);
+    for &pid in &gen1 {
+        l.on_listening(&mut p, pid, t0);
+    }
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    p.busy.push(gen1[0]);
+    for &pid in &gen2 {
+        l.on_listening(&mut p, pid, t0);
+    }
+    assert_eq!(p.receiving(), gen2);
+    let grace = t0 + Duration::from_millis(100);
+    l.on_timers(&mut p, grace);
+    assert_eq!(
+        p.signals,
+        vec![(gen1[1], Signal::SIGTERM)],
+        "the idle handed-over worker is stopped at once, the busy one waited for"
+    );
+    p.busy.clear();
+    l.on_timers(&mut p, l.next_deadline().unwrap());
+    assert_eq!(p.signals.len(), 2, "{:?}", p.signals);
+}
+
+#[test]
+fn a_crashed_worker_leaves_the_receiving_set_and_its_replacement_enters_when_ready() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.on_exit(&mut p, gen1[0], ExitReason::Signaled(Signal::SIGSEGV), t0);
+    assert_eq!(p.receiving(), gen1[1..]);
+    l.on_timers(&mut p, l.next_deadline().unwrap());
+    let replacement = *pids_of(&p, 1).last().unwrap();
+    assert_eq!(
+        p.receiving(),
+        gen1[1..],
+        "the replacement receives only once ready"
+    );
+    ready(&mut l, &mut p, &[replacement], t0 + SEC);
+    assert_eq!(p.receiving(), vec![gen1[1], replacement]);
+}
+
+#[test]
+fn a_failed_reload_never_steers_to_the_new_generation() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    ready(&mut l, &mut p, &gen2[..1], t0);
+    l.on_exit(&mut p, gen2[1], ExitReason::Exited(1), t0);
+    assert!(
+        p.steered.iter().flatten().all(|pid| gen1.contains(pid)),
+        "{:?}",
+        p.steered
+    );
+    assert!(
+        p.signals.contains(&(gen2[0], Signal::SIGTERM)),
+        "the ready new worker is stopped at once"
+    );
+}
+
+#[test]
+fn stop_signals_every_worker_at_once_even_with_steering() {
+    let (mut l, mut p, t0) = steered_serving();
+    let gen1 = pids_of(&p, 1);
     l.request_stop(&mut p, t0);
-    assert!(p.signals.is_empty());
-    l.request_stop(&mut p, t0 + SEC);
-    assert!(matches!(l.phase(), Phase::Stopping { .. }));
     assert_eq!(p.signals.len(), 2);
+    assert!(gen1
+        .iter()
+        .all(|pid| p.signals.contains(&(*pid, Signal::SIGTERM))));
+    assert_eq!(p.receiving(), gen1, "stopping leaves the map alone");
 }

@@ -9,15 +9,16 @@ impl Launcher {
     /// Acts on every deadline that has passed: ready timeouts, kill timeouts, due restarts.
     pub fn on_timers(&mut self, processes: &mut impl Processes, now: Instant) {
         self.end_lb_drain(processes, now);
+        self.finish_handovers(processes, now);
         self.signal_drained(processes, now);
         self.kill_overdue(processes, now);
         if let Some(late) = self.workers.iter().find(|w| matches!(w.phase, WorkerPhase::Starting { ready_deadline } if ready_deadline <= now)).cloned() {
             let hint = match (self.policy.ready, late.listening) {
-                (ReadyMode::Listen, _) => "check that it listens on a TCP port",
+                (ReadyMode::Listen, _) => "check that it listens on a TCP port, or raise --ready-timeout",
                 (_, true) => {
                     "it listens but never sent READY=1; if the server does not speak sd_notify, use --ready listen"
                 }
-                _ => "check that it listens, or sends READY=1 to $NOTIFY_SOCKET",
+                _ => "check that it listens, or sends READY=1 to $NOTIFY_SOCKET, or raise --ready-timeout",
             };
             let reason = format!(
                 "{} not ready after {:.1}s (--ready-timeout); {hint}",
@@ -40,6 +41,7 @@ impl Launcher {
             self.replace(processes, &silent, &reason, now);
         }
         self.restart_due(processes, now);
+        self.sync_steering(processes);
         self.finish_if_stopped();
     }
 
@@ -49,7 +51,8 @@ impl Launcher {
         let workers = self.workers.iter().filter_map(move |w| match w.phase {
             WorkerPhase::Starting { ready_deadline } => Some(ready_deadline),
             WorkerPhase::Stopping { kill_at } => kill_at,
-            WorkerPhase::Draining { next_check, .. } => Some(next_check),
+            WorkerPhase::Draining { next_check, .. }
+            | WorkerPhase::SteeredOut { next_check, .. } => Some(next_check),
             WorkerPhase::Ready => w.last_watchdog.zip(watchdog).map(|(at, limit)| at + limit),
         });
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);

@@ -93,7 +93,8 @@ impl Launcher {
         if !matches!(self.workers[index].phase, WorkerPhase::Starting { .. }) {
             return;
         }
-        if !self.keeps_listeners(&self.workers[index]) {
+        // Steering keeps the copies for the worker's whole life: the kernel map and the queue checks need them.
+        if !self.policy.steer && !self.keeps_listeners(&self.workers[index]) {
             processes.release_listeners(pid);
         }
         let worker = &mut self.workers[index];
@@ -107,6 +108,7 @@ impl Launcher {
         );
         let generation = worker.generation;
         self.on_worker_ready(processes, generation, now);
+        self.sync_steering(processes);
     }
 
     pub(super) fn spawn_generation(

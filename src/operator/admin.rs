@@ -4,7 +4,7 @@
 //! grows without bound: sockets are non-blocking and polled, a request must arrive whole within
 //! REQUEST_TIMEOUT and MAX_REQUEST_BYTES, a response must be taken within RESPONSE_TIMEOUT, and at most
 //! MAX_CLIENTS connections are kept — when full, the one silent for longest is closed to make room. It
-//! only reads the decisions (`&Launcher`); it changes nothing.
+//! only reads the decisions (`&Launcher`, and the queue depths `Processes` reports); it changes nothing.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,7 +16,7 @@ use nix::poll::PollFlags;
 
 use super::metrics::{Format, Metrics};
 use super::status;
-use crate::launcher::{thousands, Announcement, Launcher, RateLimit, Verdict};
+use crate::launcher::{thousands, Announcement, Launcher, Processes, RateLimit, Verdict};
 
 /// A client has this long from connecting to sending its whole request: load balancers and Prometheus
 /// send theirs at once, so a slow or silent client is dropped, never waited for.
@@ -108,11 +108,11 @@ impl AdminServer {
 
     /// Accepts new clients, reads requests, answers complete ones and writes pending responses.
     /// Clients are handled in a bounded number of non-blocking calls each; none is waited for.
-    pub fn serve(&mut self, launcher: &Launcher, now: Instant) {
+    pub fn serve(&mut self, launcher: &Launcher, processes: &mut impl Processes, now: Instant) {
         self.accept(now);
         let mut kept = Vec::with_capacity(self.clients.len());
         for mut client in std::mem::take(&mut self.clients) {
-            if self.advance(&mut client, launcher, now) {
+            if self.advance(&mut client, launcher, processes, now) {
                 kept.push(client);
             }
         }
@@ -178,13 +178,20 @@ impl AdminServer {
     }
 
     /// Moves one client on; false once it is done (answered or dropped).
-    fn advance(&mut self, client: &mut Client, launcher: &Launcher, now: Instant) -> bool {
+    fn advance(
+        &mut self,
+        client: &mut Client,
+        launcher: &Launcher,
+        processes: &mut impl Processes,
+        now: Instant,
+    ) -> bool {
         if let State::Reading { buffer } = &mut client.state {
             match read_request(&mut client.stream, buffer) {
                 Ok(Progress::Nothing) => {}
                 Ok(Progress::More) => client.last_heard = now,
                 Ok(Progress::Complete(response)) => {
-                    let response = response.unwrap_or_else(|| self.answer(buffer, launcher, now));
+                    let response =
+                        response.unwrap_or_else(|| self.answer(buffer, launcher, processes, now));
                     client.state = State::Writing { response, sent: 0 };
                     client.deadline = now + RESPONSE_TIMEOUT;
                     client.last_heard = now;
@@ -234,7 +241,13 @@ impl AdminServer {
     }
 
     /// The response to a complete, parsed request head in `buffer`.
-    fn answer(&self, buffer: &[u8], launcher: &Launcher, now: Instant) -> Vec<u8> {
+    fn answer(
+        &self,
+        buffer: &[u8],
+        launcher: &Launcher,
+        processes: &mut impl Processes,
+        now: Instant,
+    ) -> Vec<u8> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut headers);
         if request.parse(buffer).is_err() {
@@ -259,7 +272,9 @@ impl AdminServer {
                     .find(|h| h.name.eq_ignore_ascii_case("accept"))
                     .and_then(|h| std::str::from_utf8(h.value).ok());
                 let format = Format::from_accept(accept);
-                let text = self.metrics.render(&launcher.snapshot(now), format);
+                let text = self
+                    .metrics
+                    .render(&launcher.snapshot(processes, now), format);
                 response(200, format.content_type(), &text)
             }
             "/status" => response(
@@ -267,7 +282,7 @@ impl AdminServer {
                 "application/json",
                 &format!(
                     "{}\n",
-                    status::render_json(&self.name, &launcher.snapshot(now))
+                    status::render_json(&self.name, &launcher.snapshot(processes, now))
                 ),
             ),
             _ => response(

@@ -3,12 +3,14 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+use super::{addresses, help_text, suggest};
 
 use crate::kernel::worker_spec::{RunAs, WorkerSpec};
 use crate::launcher::{DrainMode, Policy, ReadyMode};
@@ -20,44 +22,41 @@ use nix::unistd::{Gid, Group, Uid, User};
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most workers one launcher runs; far above what one machine serves well, low enough to catch typos.
 const MAX_WORKERS: usize = 4096;
-/// The most `--listen` addresses: every worker holds one socket per address, and a server that needs
-/// more is better served by a port range of its own.
-const MAX_LISTEN: usize = 64;
+/// `--handover-grace` default: a SYN that reached an old listener just before it was steered out
+/// completes its handshake one round trip later; 100 ms covers most WAN round trips, costs 100 ms per
+/// reload, and measured 0 resets here down to 5 ms (README, "Steering").
+const DEFAULT_HANDOVER_GRACE_MS: u64 = 100;
+/// The longest `--handover-grace`: beyond it the old generation lingers for nothing.
+const MAX_HANDOVER_GRACE_MS: u64 = 60_000;
 /// Capability bits (CapEff in /proc/self/status) that let a non-root launcher change a worker's ids.
 const CAP_SETGID_BIT: u64 = 1 << 6;
 const CAP_SETUID_BIT: u64 = 1 << 7;
 
-const EXAMPLES: &str = "\
-Talk to a running launcher (see each one's --help):
-  reuseport-launch status [--name NAME] [--json]
-  reuseport-launch reload [--name NAME] [--wait]
-  reuseport-launch scale [--name NAME] N
-  reuseport-launch stop [--name NAME]
-
-Examples:
-  reuseport-launch --workers 4 -- ./server --port 8080
-  kill -HUP <launcher pid>     start a new generation, then drain and stop the old one
-  kill -TERM <launcher pid>    drain and stop every worker, then exit";
-
 /// Zero-downtime restarts for any Linux network server: runs N workers of PROGRAM on one SO_REUSEPORT
 /// port and swaps the whole generation on SIGHUP without refusing a connection.
+///
+/// On SIGHUP (or `reuseport-launch reload`, or `systemctl reload`) it starts a complete new generation of
+/// workers beside the old one, waits until every new worker is ready, and only then drains and stops the
+/// old generation. The kernel spreads connections over every listener of the port; the launcher is never
+/// in the data path.
 #[derive(Debug, Parser)]
 #[command(
     name = "reuseport-launch",
     version,
     override_usage = "reuseport-launch [OPTIONS] [--] PROGRAM [ARGS]...",
-    after_help = EXAMPLES,
+    // `--workers -1` is a bad value, not a flag `-1` to be passed after `--` (which would make it PROGRAM).
+    allow_negative_numbers = true,
 )]
 pub struct Args {
     /// Number of workers per generation [default: number of available CPUs]
-    #[arg(short = 'w', long, value_name = "N")]
+    #[arg(short = 'w', long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<usize>,
 
-    /// Seconds every worker of a new generation has to send READY=1 before the generation is given up
+    /// Seconds a new generation has to get ready before it is given up
     #[arg(long, value_name = "SECS", default_value = "60")]
     pub ready_timeout: f64,
 
-    /// Seconds a worker has to exit after the stop signal before it is killed with SIGKILL
+    /// Seconds a worker has to exit after the stop signal before SIGKILL
     #[arg(long, value_name = "SECS", default_value = "30")]
     pub stop_timeout: f64,
 
@@ -71,31 +70,39 @@ pub struct Args {
     #[arg(long, value_name = "SIG", default_value = "TERM")]
     pub stop_signal: String,
 
-    /// What makes a worker ready: `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN
-    /// state, seen without connecting), `auto` (READY=1 when the server speaks sd_notify, else listen)
+    /// What makes a worker ready: READY=1, a listening socket, or auto
+    ///
+    /// `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN state, seen without
+    /// connecting), `auto` (READY=1 when the server speaks sd_notify, else listen)
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub ready: ReadyArg,
 
-    /// How a worker is drained: `signal` (the stop signal; the server drains itself), `listener` (take its
-    /// listener out of the port's group, wait until its connections end, then the stop signal), `auto`
-    /// (listener for servers that do not speak sd_notify, signal for those that do)
+    /// How a worker is drained: by its stop signal, by closing its listener first, or auto
+    ///
+    /// `signal` (the stop signal; the server drains itself), `listener` (take its listener out of the
+    /// port's group, wait until its connections end, then the stop signal), `auto` (listener for servers
+    /// that do not speak sd_notify, signal for those that do)
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub drain: DrainArg,
 
-    /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself). Injection
-    /// installs a seccomp filter; when the launcher is not root that needs no_new_privs, which makes
-    /// file capabilities (setcap) of PROGRAM ineffective
+    /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself)
+    ///
+    /// Injection installs a seccomp filter; when the launcher is not root that needs no_new_privs, which
+    /// makes file capabilities (setcap) of PROGRAM ineffective
     #[arg(long)]
     pub no_inject: bool,
 
-    /// The launcher binds this address for every worker and passes the sockets as fds 3, 4, ... with
-    /// systemd socket activation (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; PORT when only one). Repeatable.
+    /// Bind this address for every worker and pass it as systemd socket activation does. Repeatable
+    ///
+    /// The sockets are fds 3, 4, ... (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; PORT when only one).
     /// `8080` means [::]:8080 (IPv6 and IPv4); also `127.0.0.1:8080`, `[::1]:8080`. No injection then
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
 
-    /// Run workers as this user (name or uid), with its primary group unless --group is given. Needs
-    /// a root launcher (or CAP_SETUID and CAP_SETGID)
+    /// Run workers as this user (name or uid)
+    ///
+    /// With its primary group unless --group is given. Needs a root launcher (or CAP_SETUID and
+    /// CAP_SETGID)
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
 
@@ -103,13 +110,15 @@ pub struct Args {
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
 
-    /// Give every worker a Node IPC channel (NODE_CHANNEL_FD), so `process.send('ready')` counts as
-    /// READY=1, as with PM2's wait_ready [default: on when PROGRAM is node or nodejs]
+    /// Give every worker a Node IPC channel [default: on when PROGRAM is node or nodejs]
+    ///
+    /// NODE_CHANNEL_FD, so `process.send('ready')` counts as READY=1, as with PM2's wait_ready
     #[arg(long)]
     pub node_ipc: bool,
 
-    /// Ask workers to stop by sending this message over the Node IPC channel instead of the stop signal
-    /// (PM2's shutdown_with_message), e.g. `--stop-message shutdown`; SIGKILL after --stop-timeout
+    /// Ask workers to stop with this Node IPC message instead of the stop signal
+    ///
+    /// PM2's shutdown_with_message, e.g. `--stop-message shutdown`; SIGKILL after --stop-timeout
     #[arg(long, value_name = "MSG")]
     pub stop_message: Option<String>,
 
@@ -117,10 +126,23 @@ pub struct Args {
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// Instance name: names the control socket used by `reuseport-launch status|reload|scale|stop`
-    /// [default: PROGRAM's file name]
+    /// Instance name, for `reuseport-launch status|reload|scale|stop` [default: PROGRAM's file name]
+    ///
+    /// It names the control socket; two launchers need two names
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+
+    /// Who chooses the worker of each new connection: `on` (the launcher, with a reuseport eBPF program:
+    /// only ready workers of the serving generation receive, a reload hands over without a reset and
+    /// strangers on the port get nothing; needs root), `off` (the kernel's hash over every socket of the
+    /// port), `auto` (on when the launcher may load the program, else off with a log line saying why)
+    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    pub steer: SteerArg,
+
+    /// With steering: milliseconds an old worker keeps its listener after its accept queue is empty,
+    /// for handshakes still under way when it was steered out (about one SYN-ACK round trip)
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_HANDOVER_GRACE_MS)]
+    pub handover_grace: u64,
 
     /// Replace a worker that sent WATCHDOG=1 and then stays silent for this many seconds
     #[arg(long, value_name = "SECS")]
@@ -140,9 +162,56 @@ pub struct Args {
     #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
     pub quiet: u8,
 
+    /// Print the man page or a shell completion script to stdout, and exit
+    ///
+    /// E.g. `reuseport-launch --generate man > reuseport-launch.1`,
+    /// `reuseport-launch --generate complete-bash > /etc/bash_completion.d/reuseport-launch`
+    #[arg(long, value_enum, value_name = "WHAT", exclusive = true)]
+    pub generate: Option<Generate>,
+
     /// The server to run in every worker, and its arguments
-    #[arg(value_name = "PROGRAM", required = true, trailing_var_arg = true)]
+    #[arg(
+        value_name = "PROGRAM",
+        required_unless_present = "generate",
+        trailing_var_arg = true
+    )]
     pub command: Vec<OsString>,
+}
+
+/// `--generate` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The man page, reuseport-launch(1), in roff
+    Man,
+    /// A bash completion script
+    CompleteBash,
+    /// A zsh completion script
+    CompleteZsh,
+    /// A fish completion script
+    CompleteFish,
+}
+
+/// The launcher's clap command, with the reference text of help_text.rs: a pointer to it after `-h`, all
+/// of it after `--help`.
+pub fn command() -> clap::Command {
+    Args::command()
+        .after_help(help_text::SHORT_FOOTER)
+        .after_long_help(help_text::long_footer())
+}
+
+/// Parses argv with `command()`.
+pub fn parse(argv: Vec<OsString>) -> Result<Args, clap::Error> {
+    let matches = command().try_get_matches_from(argv)?;
+    Args::from_arg_matches(&matches)
+}
+
+/// `--workers N`: a whole number of at least 1 (the limit is checked in Config::from_args).
+fn parse_workers(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
+        Ok(_) => Err("expected a whole number of workers, at least 1".into()),
+        Err(_) => Err("expected a whole number of workers, such as 4".into()),
+    }
 }
 
 /// `--ready` values.
@@ -150,6 +219,14 @@ pub struct Args {
 pub enum ReadyArg {
     Notify,
     Listen,
+    Auto,
+}
+
+/// `--steer` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SteerArg {
+    On,
+    Off,
     Auto,
 }
 
@@ -202,6 +279,10 @@ pub struct Config {
     pub stop_message: Option<String>,
     /// Where the admin endpoint listens (`--admin`); None: off.
     pub admin: Option<SocketAddr>,
+    /// Whether the launcher steers connections (`auto` is settled at start by the event loop).
+    pub steer: SteerArg,
+    /// With steering, how long a handed-over listener stays open after its queue is empty.
+    pub handover_grace: Duration,
 }
 
 /// A flag or PROGRAM that cannot work, with what to do about it.
@@ -236,8 +317,8 @@ impl Config {
         }
     }
 
-    /// The timeouts and modes the decisions depend on.
-    pub fn policy(&self) -> Policy {
+    /// The timeouts and modes the decisions depend on; `steer`: whether steering is on after all.
+    pub fn policy(&self, steer: bool) -> Policy {
         Policy {
             workers: self.workers,
             ready_timeout: self.ready_timeout,
@@ -247,6 +328,8 @@ impl Config {
             ready: self.ready,
             drain: self.drain,
             lb_drain: self.lb_drain,
+            steer,
+            handover_grace: self.handover_grace,
         }
     }
 
@@ -263,7 +346,15 @@ impl Config {
         };
         let mut command = args.command.into_iter();
         let given = command.next().ok_or_else(|| bad("PROGRAM is missing"))?;
-        let program = resolve_program(&given)?;
+        let program = resolve_program(&given).map_err(|e| match suggest::near_command(&given) {
+            Some(command) => bad(&format!(
+                "{}: unknown command; did you mean `reuseport-launch {command}`? (a PROGRAM of that name must be \
+                 written with a path: ./{})",
+                given.to_string_lossy(),
+                given.to_string_lossy()
+            )),
+            None => e,
+        })?;
         let name = match args.name {
             Some(name) => name,
             None => program
@@ -271,7 +362,7 @@ impl Config {
                 .map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned()),
         };
         super::control::validate_name(&name).map_err(|e| bad(&e))?;
-        let listen = parse_listen(&args.listen)?;
+        let listen = addresses::parse_listen(&args.listen).map_err(|e| bad(&e))?;
         if !listen.is_empty() && args.port.is_some() {
             return Err(bad(
                 "--port limits injection to one port; with --listen the launcher binds the ports itself and \
@@ -306,7 +397,15 @@ impl Config {
         if args.stop_message.is_some() && !node_ipc {
             return Err(bad("--stop-message needs the Node IPC channel: PROGRAM must be node, or add --node-ipc"));
         }
+        if args.handover_grace > MAX_HANDOVER_GRACE_MS {
+            return Err(bad(&format!(
+                "--handover-grace {} ms is more than the limit of {MAX_HANDOVER_GRACE_MS} ms",
+                args.handover_grace
+            )));
+        }
         Ok(Config {
+            steer: args.steer,
+            handover_grace: Duration::from_millis(args.handover_grace),
             ready,
             drain,
             inject,
@@ -314,7 +413,12 @@ impl Config {
             run_as,
             node_ipc,
             stop_message: args.stop_message,
-            admin: args.admin.as_deref().map(parse_admin).transpose()?,
+            admin: args
+                .admin
+                .as_deref()
+                .map(addresses::parse_admin)
+                .transpose()
+                .map_err(|e| bad(&e))?,
             port: args.port,
             name,
             watchdog: args
@@ -333,55 +437,6 @@ impl Config {
             program_args: command.collect(),
             log_level: log_level(args.verbose, args.quiet),
         })
-    }
-}
-
-/// `--listen` values: `PORT` ([::]:PORT, dual-stack, as systemd's ListenStream=PORT), `IPv4:PORT` or
-/// `[IPv6]:PORT`. Port 0 and repeats are refused.
-fn parse_listen(values: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
-    if values.len() > MAX_LISTEN {
-        return Err(bad(&format!(
-            "{} --listen addresses are more than the limit of {MAX_LISTEN}",
-            values.len()
-        )));
-    }
-    let mut addresses: Vec<SocketAddr> = Vec::new();
-    for value in values {
-        let text = value.trim();
-        let address = match text.parse::<u16>() {
-            Ok(port) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
-            Err(_) => text.parse::<SocketAddr>().map_err(|_| {
-                bad(&format!(
-                    "--listen {value}: expected PORT, IPv4:PORT or [IPv6]:PORT with numeric addresses \
-                     (8080, 127.0.0.1:8080, [::]:8080)"
-                ))
-            })?,
-        };
-        if address.port() == 0 {
-            return Err(bad(&format!(
-                "--listen {value}: port 0 would give every worker a different port; name the port"
-            )));
-        }
-        if addresses.contains(&address) {
-            return Err(bad(&format!("--listen {value} is given twice")));
-        }
-        addresses.push(address);
-    }
-    Ok(addresses)
-}
-
-/// `--admin` values: `PORT` (127.0.0.1:PORT: metrics and status stay on the host unless asked),
-/// `IPv4:PORT` or `[IPv6]:PORT`. Port 0 picks a free port (the launcher logs which).
-fn parse_admin(value: &str) -> Result<SocketAddr, ConfigError> {
-    let text = value.trim();
-    match text.parse::<u16>() {
-        Ok(port) => Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))),
-        Err(_) => text.parse::<SocketAddr>().map_err(|_| {
-            bad(&format!(
-                "--admin {value}: expected PORT, IPv4:PORT or [IPv6]:PORT with numeric addresses \
-                 (9900, 127.0.0.1:9900, 0.0.0.0:9900, [::]:9900)"
-            ))
-        }),
     }
 }
 
@@ -485,10 +540,20 @@ pub fn parse_signal(text: &str) -> Result<Signal, ConfigError> {
         }
     };
     match parsed {
-        Some(Signal::SIGKILL | Signal::SIGSTOP) | None => Err(bad(&format!(
-            "--stop-signal {text}: not a signal a worker can handle; use a name such as TERM, INT or QUIT, or a number"
+        Some(signal @ (Signal::SIGKILL | Signal::SIGSTOP)) => Err(bad(&format!(
+            "--stop-signal {text}: {} cannot be caught, so a worker could not drain on it; use TERM, INT or QUIT \
+             (SIGKILL follows anyway after --stop-timeout)",
+            signal.as_str()
         ))),
         Some(signal) => Ok(signal),
+        None if text.trim().parse::<i32>().is_ok() => Err(bad(&format!(
+            "--stop-signal {text}: no such signal number; the signals a worker can be asked to stop with are \
+             1 to 31 except 9 and 19 (see `kill -l`), e.g. 15 (TERM)"
+        ))),
+        None => Err(bad(&format!(
+            "--stop-signal {text}: no signal of that name; use a name such as TERM, INT or QUIT (see `kill -l`), \
+             or its number"
+        ))),
     }
 }
 
@@ -566,41 +631,27 @@ mod tests {
     }
 
     #[test]
-    fn listen_addresses_parse_in_order() {
-        let parsed =
-            parse_listen(&["8080".into(), "127.0.0.1:81".into(), "[::1]:82".into()]).unwrap();
-        assert_eq!(
-            parsed,
-            vec![
-                "[::]:8080".parse::<SocketAddr>().unwrap(),
-                "127.0.0.1:81".parse().unwrap(),
-                "[::1]:82".parse().unwrap()
-            ]
-        );
-        assert!(parse_listen(&["0".into()]).is_err());
-        assert!(parse_listen(&["localhost:80".into()]).is_err());
-        assert!(parse_listen(&["80".into(), "[::]:80".into()]).is_err());
-    }
-
-    #[test]
-    fn admin_addresses_default_to_localhost() {
-        assert_eq!(
-            parse_admin("9900").unwrap(),
-            "127.0.0.1:9900".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(
-            parse_admin("[::]:9900").unwrap(),
-            "[::]:9900".parse::<SocketAddr>().unwrap()
-        );
-        assert!(parse_admin("localhost:9900").is_err());
-    }
-
-    #[test]
     fn unknown_user_and_group_are_named() {
         let err = resolve_run_as(Some("no-such-user-xyz"), None).unwrap_err();
         assert!(err.to_string().contains("no-such-user-xyz"));
         let err = resolve_run_as(None, Some("no-such-group-xyz")).unwrap_err();
         assert!(err.to_string().contains("no-such-group-xyz"));
+    }
+
+    #[test]
+    fn stop_signal_errors_say_why() {
+        assert!(parse_signal("99")
+            .unwrap_err()
+            .to_string()
+            .contains("no such signal number"));
+        assert!(parse_signal("KILL")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be caught"));
+        assert!(parse_signal("TERMM")
+            .unwrap_err()
+            .to_string()
+            .contains("no signal of that name"));
     }
 
     #[test]

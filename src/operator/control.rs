@@ -370,11 +370,11 @@ impl ControlServer {
     ) {
         match request {
             Request::Status => {
-                let text = status::render_table(&self.name, &launcher.snapshot(now));
+                let text = status::render_table(&self.name, &launcher.snapshot(processes, now));
                 reply(&mut stream, &format!("ok\n{text}"));
             }
             Request::StatusJson => {
-                let text = status::render_json(&self.name, &launcher.snapshot(now));
+                let text = status::render_json(&self.name, &launcher.snapshot(processes, now));
                 reply(&mut stream, &format!("ok\n{text}\n"));
             }
             Request::Reload { wait } => {
@@ -486,8 +486,17 @@ fn extract<T>(items: &mut Vec<T>, wanted: impl Fn(&T) -> bool) -> Vec<T> {
     matched
 }
 
+/// Why `find_socket` found no one socket.
+#[derive(Debug)]
+pub enum NotFound {
+    /// No launcher of that name, none at all, or not as this user.
+    Unreachable(String),
+    /// A usage error: several launchers run and no --name chose one, or --name is not a valid name.
+    Usage(String),
+}
+
 /// The socket path of a running launcher, for clients: `--name`, or the only one there is.
-pub fn find_socket(name: Option<&str>) -> Result<PathBuf, String> {
+pub fn find_socket(name: Option<&str>) -> Result<PathBuf, NotFound> {
     let dirs = socket_dirs();
     let shown = dirs
         .iter()
@@ -495,26 +504,26 @@ pub fn find_socket(name: Option<&str>) -> Result<PathBuf, String> {
         .collect::<Vec<_>>()
         .join(", ");
     if let Some(name) = name {
-        validate_name(name)?;
+        validate_name(name).map_err(NotFound::Usage)?;
         for dir in &dirs {
             let path = dir.join(format!("{name}.sock"));
             match std::fs::metadata(&path) {
                 Ok(_) => return Ok(path),
                 Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                    return Err(permission_denied(dir))
+                    return Err(NotFound::Unreachable(permission_denied(dir)))
                 }
                 Err(_) => {}
             }
         }
-        return Err(format!(
+        return Err(NotFound::Unreachable(format!(
             "no launcher named {name} is running (looked in {shown})"
-        ));
+        )));
     }
     if let Some(dir) = dirs
         .iter()
         .find(|d| std::fs::read_dir(d).is_err_and(|e| e.kind() == ErrorKind::PermissionDenied))
     {
-        return Err(permission_denied(dir));
+        return Err(NotFound::Unreachable(permission_denied(dir)));
     }
     let mut found: Vec<PathBuf> = dirs
         .iter()
@@ -525,19 +534,19 @@ pub fn find_socket(name: Option<&str>) -> Result<PathBuf, String> {
         .collect();
     found.dedup();
     match found.len() {
-        0 => Err(format!(
+        0 => Err(NotFound::Unreachable(format!(
             "no running launcher found (looked in {shown}); is it running, as this user?"
-        )),
+        ))),
         1 => Ok(found.remove(0)),
-        _ => Err(format!(
-            "several launchers are running: {}; choose one with --name",
+        _ => Err(NotFound::Usage(format!(
+            "several launchers are running: {}; choose one with --name NAME",
             found
                 .iter()
                 .filter_map(|p| p.file_stem())
                 .map(|s| s.to_string_lossy())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
+        ))),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The client side of the control socket: `reuseport-launch status|reload|scale|stop`. It sends one
 //! request line, prints the reply, and turns it into an exit code (0 ok, 1 the launcher refused or the
-//! reload failed, 2 bad usage, 5 no launcher reachable).
+//! reload failed, 2 bad usage or several launchers and no --name, 5 no launcher reachable; help_text.rs
+//! says so to the reader).
 
 use std::ffi::OsString;
 use std::io::{ErrorKind, Read, Write};
@@ -8,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use super::control::{self, Request};
 use super::logging::report_error;
@@ -37,7 +38,7 @@ enum Command {
     /// Show every worker: generation, slot, pid, state, uptime, restarts, time to ready
     Status {
         /// Instance name (--name of the launcher); may be left out when only one launcher runs
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Machine-readable output
         #[arg(long)]
@@ -45,7 +46,8 @@ enum Command {
     },
     /// Start a new generation and stop the old one once the new one is ready
     Reload {
-        #[arg(long)]
+        /// Instance name (--name of the launcher); may be left out when only one launcher runs
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Wait for the outcome: exit 0 when the new generation serves, 1 with the reason when it rolled back
         #[arg(long)]
@@ -56,7 +58,8 @@ enum Command {
     },
     /// Grow or shrink the serving generation to N workers, without a reload
     Scale {
-        #[arg(long)]
+        /// Instance name (--name of the launcher); may be left out when only one launcher runs
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Number of workers
         #[arg(value_name = "N")]
@@ -64,12 +67,18 @@ enum Command {
     },
     /// Drain and stop every worker; returns once the launcher has exited
     Stop {
-        #[arg(long)]
+        /// Instance name (--name of the launcher); may be left out when only one launcher runs
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// Seconds to wait for the launcher to exit
         #[arg(long, value_name = "SECS", default_value = "300")]
         timeout: f64,
     },
+}
+
+/// The control commands as clap subcommands, for the man page and the shell completions.
+pub fn subcommands() -> Vec<clap::Command> {
+    ClientArgs::command().get_subcommands().cloned().collect()
 }
 
 pub fn main(argv: Vec<OsString>) -> ExitCode {
@@ -116,7 +125,10 @@ fn seconds(value: f64) -> Duration {
 }
 
 fn run(name: Option<&str>, request: &Request, timeout: Duration) -> Result<(), (u8, String)> {
-    let path = control::find_socket(name).map_err(|e| (EXIT_UNREACHABLE, e))?;
+    let path = control::find_socket(name).map_err(|e| match e {
+        control::NotFound::Usage(message) => (EXIT_USAGE, message),
+        control::NotFound::Unreachable(message) => (EXIT_UNREACHABLE, message),
+    })?;
     let instance = control::name_of(&path);
     let unreachable = |e: std::io::Error| {
         (

@@ -50,7 +50,7 @@ const RELOAD_BUCKETS_SECS: [f64; 12] = [
 ];
 
 /// Every worker state the `reuseport_launch_workers` gauge reports, zero or not.
-const WORKER_STATES: [&str; 4] = ["starting", "ready", "draining", "stopping"];
+const WORKER_STATES: [&str; 5] = ["starting", "ready", "handover", "draining", "stopping"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -81,6 +81,12 @@ impl Collector for MigrateReqCollector {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    generation: u32,
+    slot: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -92,6 +98,7 @@ pub struct Metrics {
     workers: Family<StateLabel, Gauge>,
     restarts: Counter,
     generation: Gauge,
+    accept_queue: Family<WorkerLabel, Gauge>,
 }
 
 impl Metrics {
@@ -101,6 +108,7 @@ impl Metrics {
         let workers = Family::<StateLabel, Gauge>::default();
         let restarts = Counter::default();
         let generation = Gauge::default();
+        let accept_queue = Family::<WorkerLabel, Gauge>::default();
         let mut registry = Registry::default();
         registry.register(
             "reuseport_launch_reloads",
@@ -128,6 +136,11 @@ impl Metrics {
             "The generation that serves (during a reload: the one being replaced)",
             generation.clone(),
         );
+        registry.register(
+            "reuseport_launch_accept_queue",
+            "Connections waiting in a worker's listeners' accept queues, for the workers whose listeners the launcher holds",
+            accept_queue.clone(),
+        );
         registry.register_collector(Box::new(MigrateReqCollector));
         // Both results exist from the start, so a rate() sees the first failure.
         for result in ["succeeded", "failed"] {
@@ -140,6 +153,7 @@ impl Metrics {
             workers,
             restarts,
             generation,
+            accept_queue,
         }
     }
 
@@ -180,6 +194,19 @@ impl Metrics {
             self.workers
                 .get_or_create(&StateLabel { state })
                 .set(count as i64);
+        }
+        // Workers come and go: only the live ones with a known queue are reported.
+        self.accept_queue.clear();
+        for w in &snapshot.workers {
+            if let Some(depth) = w.accept_queue {
+                let label = WorkerLabel {
+                    generation: w.generation,
+                    slot: w.slot as u32,
+                };
+                self.accept_queue
+                    .get_or_create(&label)
+                    .set(i64::from(depth));
+            }
         }
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
@@ -242,6 +269,8 @@ mod tests {
                     restarts: 0,
                     ready_after: None,
                     status: None,
+                    receiving: None,
+                    accept_queue: (slot == 0).then_some(7),
                 })
                 .collect(),
         }
@@ -286,6 +315,7 @@ mod tests {
             "# TYPE reuseport_launch_reloads_total counter",
             "# TYPE reuseport_launch_reload_duration_seconds histogram",
             "# TYPE reuseport_launch_tcp_migrate_req_total counter",
+            "reuseport_launch_accept_queue{generation=\"2\",slot=\"0\"} 7",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -1,5 +1,5 @@
 //! Renders a launcher `Snapshot` for `reuseport-launch status`: a table for people (in the spirit of
-//! `pm2 ls`) and JSON for scripts. Pure formatting; the numbers come from state.rs.
+//! `pm2 ls`) and JSON for scripts. Pure formatting; the numbers come from launcher/snapshot.rs.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -14,23 +14,33 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}",
-        "GEN", "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "READY IN"
+        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}",
+        "GEN", "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "READY IN", "RECEIVING", "QUEUE"
     );
     for w in &snapshot.workers {
         let ready = w
             .ready_after
             .map_or_else(|| "-".to_string(), |d| format!("{} ms", d.as_millis()));
+        let receiving = match w.receiving {
+            None => "-",
+            Some(true) => "yes",
+            Some(false) => "no",
+        };
+        let queue = w
+            .accept_queue
+            .map_or_else(|| "-".to_string(), |q| q.to_string());
         let _ = writeln!(
             out,
-            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}",
+            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}",
             w.generation,
             w.slot,
             w.pid,
             w.state,
             human_duration(w.uptime),
             w.restarts,
-            ready
+            ready,
+            receiving,
+            queue
         );
     }
     match &snapshot.last_reload {
@@ -58,7 +68,7 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
         .iter()
         .map(|w| {
             format!(
-                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{}}}"#,
+                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{},"receiving":{},"accept_queue":{}}}"#,
                 w.generation,
                 w.slot,
                 w.pid,
@@ -66,7 +76,9 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
                 w.uptime.as_millis(),
                 w.restarts,
                                 w.ready_after.map_or_else(|| "null".to_string(), |d| d.as_millis().to_string()),
-                w.status.as_deref().map_or_else(|| "null".to_string(), json_string)
+                w.status.as_deref().map_or_else(|| "null".to_string(), json_string),
+                w.receiving.map_or_else(|| "null".to_string(), |r| r.to_string()),
+                w.accept_queue.map_or_else(|| "null".to_string(), |q| q.to_string())
             )
         })
         .collect();

@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::json::{self, Value};
-use super::{wait_until, ChildGuard, TempDir, LOADGEN};
+use super::{loadgen, wait_until, ChildGuard, TempDir};
 
 /// Upper bound on a loadgen run: tests stop it with SIGINT long before this.
 const MAX_RUN_SECS: u32 = 300;
@@ -134,7 +134,7 @@ impl Loadgen {
     ) -> Loadgen {
         let stdout_path = dir.join(format!("loadgen-{name}.out"));
         let stderr_path = dir.join(format!("loadgen-{name}.err"));
-        let mut command = Command::new(LOADGEN);
+        let mut command = Command::new(loadgen());
         command
             .args(["--addr", addr, "--mode", mode.as_arg()])
             .args(["--connections", &connections.to_string()])

@@ -13,7 +13,9 @@ pub mod loadgen;
 pub mod netns;
 pub mod procfs;
 pub mod scenarios;
+pub mod static_server;
 pub mod unchanged;
+pub mod user_manager;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -32,10 +34,57 @@ pub use netns::private_netns;
 
 /// The launcher under test.
 pub const LAUNCHER: &str = env!("CARGO_BIN_EXE_reuseport-launch");
-/// The bundled fixture server.
-pub const EXAMPLE_SERVER: &str = env!("CARGO_BIN_EXE_example-server");
-/// The bundled load client.
-pub const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+/// The bundled fixture server (examples/example-server.rs), built on first use.
+pub fn example_server() -> &'static str {
+    fixture("example-server")
+}
+
+/// The bundled load client (examples/loadgen.rs), built on first use.
+pub fn loadgen() -> &'static str {
+    fixture("loadgen")
+}
+
+/// The fixtures are cargo examples, so that `cargo install` installs only the launcher. `cargo test`
+/// builds examples, `cargo test --test NAME` does not: the first call runs `cargo build --examples` with
+/// this test binary's profile and target directory (a no-op when they are up to date), once per process.
+fn fixture(name: &str) -> &'static str {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let examples = BUILT.get_or_init(|| {
+        // This test binary is <target>/<profile dir>/deps/<name>-<hash>.
+        let exe = std::env::current_exe().expect("the test binary's own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in <target>/<profile>/deps");
+        let target_dir = profile_dir
+            .parent()
+            .expect("a target directory above the profile");
+        let profile = match profile_dir.file_name().and_then(OsStr::to_str) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => "release",
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "--examples",
+                "--profile",
+                profile,
+                "--target-dir",
+            ])
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --examples for the test fixtures");
+        assert!(status.success(), "cargo build --examples failed ({status})");
+        profile_dir.join("examples")
+    });
+    let path = examples.join(name);
+    assert!(path.is_file(), "fixture {} was not built", path.display());
+    Box::leak(path.to_string_lossy().into_owned().into_boxed_str())
+}
 
 /// How often `wait_until` re-checks its condition: fast enough to see a 100 ms backoff step, cheap on 2 cores.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
@@ -145,7 +194,7 @@ impl Drop for TempDir {
 /// A shell script body that runs example-server with `args` in place of the shell (exec), so the worker's
 /// pid is the server's pid.
 pub fn exec_server(port: u16, args: &str) -> String {
-    format!("exec {EXAMPLE_SERVER} --port {port} {args}")
+    format!("exec {} --port {port} {args}", example_server())
 }
 
 /// Any other process a test starts: SIGKILLed by pid (and reaped) on drop unless it already exited.

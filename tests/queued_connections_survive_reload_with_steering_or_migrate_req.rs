@@ -1,6 +1,7 @@
 //! Connections queued on an old worker's listener (accepted by the kernel, not yet by the worker) survive
-//! the old listener closing during a reload only when net.ipv4.tcp_migrate_req is 1; the launcher warns
-//! at start when it is 0, and says nothing about it when it is 1.
+//! the old listener closing during a reload with steering (whatever net.ipv4.tcp_migrate_req says: the
+//! SELECT_OR_MIGRATE program migrates them), and without steering only when the sysctl is 1; the launcher
+//! warns at start when it is 0 and steering is off, and only then.
 //!
 //! How the queue is made deterministic: the only generation-1 worker is stopped (SIGSTOP), so the kernel
 //! queues the test's connections on its listener; then a reload starts generation 2, and once it serves,
@@ -22,13 +23,18 @@ use support::*;
 
 /// Connections queued on the old listener; far below the listen backlog (1024).
 const QUEUED: usize = 20;
-const WARNING: &str = "net.ipv4.tcp_migrate_req is 0";
+const WARNING: &str = "net.ipv4.tcp_migrate_req is 0 and steering is off";
 
 /// Returns (answered by generation 2, failed) for the QUEUED connections.
-fn queued_connections_through_reload(test_name: &str, migrate_req: bool) -> (usize, usize, String) {
+fn queued_connections_through_reload(
+    test_name: &str,
+    migrate_req: bool,
+    steer: &str,
+) -> (usize, usize, String) {
     private_netns(migrate_req);
     let dir = TempDir::new(test_name);
-    let mut scripted = ScriptedLauncher::start(&dir, &["--stop-timeout", "10"], "", 1);
+    let mut scripted =
+        ScriptedLauncher::start(&dir, &["--stop-timeout", "10", "--steer", steer], "", 1);
     let old = scripted.launcher.workers_of(1);
     let old_ids = procfs::snapshot(&old);
     let old_pid = Pid::from_raw(old[0]);
@@ -90,8 +96,23 @@ fn queued_connections_through_reload(test_name: &str, migrate_req: bool) -> (usi
 }
 
 #[test]
+fn with_steering_queued_connections_move_to_the_new_generation_even_with_migrate_req_off() {
+    let (answered, failed, log) =
+        queued_connections_through_reload("steered_migrate_req_0", false, "on");
+    assert_eq!(
+        failed, 0,
+        "with steering and tcp_migrate_req=0, {failed} of {QUEUED} queued connections failed"
+    );
+    assert_eq!(answered, QUEUED);
+    assert!(
+        !log.contains(WARNING) && log.contains("it does not matter with steering"),
+        "the launcher should say that tcp_migrate_req does not matter with steering"
+    );
+}
+
+#[test]
 fn with_migrate_req_queued_connections_move_to_the_new_generation() {
-    let (answered, failed, log) = queued_connections_through_reload("migrate_req_1", true);
+    let (answered, failed, log) = queued_connections_through_reload("migrate_req_1", true, "off");
     assert_eq!(
         failed, 0,
         "with tcp_migrate_req=1, {failed} of {QUEUED} queued connections failed"
@@ -104,8 +125,8 @@ fn with_migrate_req_queued_connections_move_to_the_new_generation() {
 }
 
 #[test]
-fn without_migrate_req_queued_connections_are_reset_and_the_launcher_warns() {
-    let (answered, failed, log) = queued_connections_through_reload("migrate_req_0", false);
+fn without_steering_or_migrate_req_queued_connections_are_reset_and_the_launcher_warns() {
+    let (answered, failed, log) = queued_connections_through_reload("migrate_req_0", false, "off");
     eprintln!("with tcp_migrate_req=0: {answered} answered, {failed} failed of {QUEUED}");
     assert!(
         failed > 0,

@@ -26,10 +26,14 @@ use nix::sys::signal::{self, SigHandler, Signal};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use socket2::{Domain, Socket, Type};
 
-/// Writes one line to stderr, ignoring errors: a closed stderr (a vanished log pipe) must not panic the process.
+/// Writes one line to stderr in one write(2), so that the lines of several workers sharing the launcher's
+/// stderr never interleave mid-line (stderr is unbuffered: `writeln!` would write each piece on its own).
+/// Errors are ignored: a closed stderr (a vanished log pipe) must not panic the process.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        let _ = writeln!(io::stderr(), $($arg)*);
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = io::stderr().write_all(line.as_bytes());
     }};
 }
 

@@ -1,0 +1,117 @@
+//! How many connections wait in a listener's accept queue, read from TCP_INFO. Invariant: it
+//! only reads socket state, so any copy of a listener's fd (e.g. one taken with pidfd_getfd)
+//! answers for the socket itself.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::libc;
+
+/// `tcpi_state` of a listening socket (TCP_LISTEN in include/net/tcp_states.h).
+const TCP_LISTEN: u8 = 10;
+
+/// The first fields of `struct tcp_info` (include/uapi/linux/tcp.h); the kernel copies
+/// `min(len, sizeof)` bytes, so asking for a prefix is allowed and version-proof.
+#[repr(C)]
+#[derive(Default)]
+struct TcpInfoPrefix {
+    state: u8,
+    ca_state: u8,
+    retransmits: u8,
+    probes: u8,
+    backoff: u8,
+    options: u8,
+    wscale: u8,
+    rate_flags: u8,
+    rto: u32,
+    ato: u32,
+    snd_mss: u32,
+    rcv_mss: u32,
+    /// For a listener: connections established and waiting for accept() (sk_ack_backlog).
+    unacked: u32,
+    /// For a listener: the backlog passed to listen() (sk_max_ack_backlog).
+    sacked: u32,
+}
+
+/// Connections that finished the handshake and wait for `accept()` on `listener`.
+pub fn accept_queue_depth(listener: BorrowedFd<'_>) -> io::Result<u32> {
+    let info = tcp_info(listener)?;
+    if info.state != TCP_LISTEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "socket fd {} is not a listening TCP socket (tcp state {}), so it has no accept queue",
+                listener.as_raw_fd(),
+                info.state
+            ),
+        ));
+    }
+    Ok(info.unacked)
+}
+
+fn tcp_info(socket: BorrowedFd<'_>) -> io::Result<TcpInfoPrefix> {
+    let mut info = TcpInfoPrefix::default();
+    let mut len = size_of::<TcpInfoPrefix>() as libc::socklen_t;
+    // SAFETY: `info` is a live #[repr(C)] buffer of `len` bytes; the kernel writes at most
+    // `len` bytes and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut TcpInfoPrefix as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+
+    /// Loopback handshakes finish within microseconds; this bounds a broken test.
+    const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+
+    fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + HANDSHAKE_DEADLINE;
+        while Instant::now() < deadline {
+            if condition() {
+                return true;
+            }
+            std::thread::yield_now();
+        }
+        condition()
+    }
+
+    #[test]
+    fn counts_connections_not_yet_accepted() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert_eq!(accept_queue_depth(listener.as_fd()).unwrap(), 0);
+        let _clients: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let depth = || accept_queue_depth(listener.as_fd()).unwrap();
+        assert!(wait_until(|| depth() == 5), "queue depth {} != 5", depth());
+        let _first = listener.accept().unwrap();
+        assert_eq!(depth(), 4);
+    }
+
+    #[test]
+    fn a_connected_socket_is_not_a_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let err = accept_queue_depth(client.as_fd()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            err.to_string().contains("not a listening TCP socket"),
+            "{err}"
+        );
+    }
+}

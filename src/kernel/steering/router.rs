@@ -1,0 +1,146 @@
+//! Steering for every reuseport group the workers listen in: one `SteeringGroup` (maps and program)
+//! per local address, port and family, fed with the listeners of the workers that should receive.
+//! Invariant: a group's table only ever names sockets handed to the last `steer` call; a group none of
+//! whose sockets is wanted any more falls back to the kernel's hash (it never refuses connections).
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use nix::sys::stat::fstat;
+use nix::unistd::Pid;
+use socket2::SockRef;
+
+use super::group::SteeringGroup;
+use super::strangers::{self, Stranger};
+
+/// How often the port is looked at for listeners that are not the launcher's, besides after every
+/// change of the receiving set: rarely, so an idle launcher stays idle.
+const STRANGER_SCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One reuseport group: sockets join the same group only with the same local address and port (and
+/// family, which the address carries) and the same IPV6_V6ONLY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct GroupKey {
+    address: SocketAddr,
+    v6only: bool,
+}
+
+impl GroupKey {
+    fn of(socket: BorrowedFd<'_>) -> Option<GroupKey> {
+        let socket = SockRef::from(&socket);
+        let address = socket.local_addr().ok()?.as_socket()?;
+        let v6only = address.is_ipv6() && socket.only_v6().unwrap_or(false);
+        Some(GroupKey { address, v6only })
+    }
+}
+
+pub struct Router {
+    groups: HashMap<GroupKey, SteeringGroup>,
+    /// Strangers already warned about, by pid: one warning each.
+    warned: HashSet<i32>,
+    /// When the port is next looked at for strangers.
+    scan_due: Option<Instant>,
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router {
+            groups: HashMap::new(),
+            warned: HashSet::new(),
+            scan_due: None,
+        }
+    }
+
+    /// Makes exactly `listeners` (the listening sockets of the workers that should receive) the
+    /// receivers of their groups. Failures are logged and leave that group as it was: the workers keep
+    /// serving, only the choice of worker falls back to the kernel.
+    pub fn steer(&mut self, listeners: &[BorrowedFd<'_>]) {
+        let mut wanted: HashMap<GroupKey, Vec<(u64, BorrowedFd<'_>)>> = HashMap::new();
+        for &socket in listeners {
+            match (GroupKey::of(socket), fstat(socket.as_raw_fd())) {
+                (Some(key), Ok(stat)) => wanted.entry(key).or_default().push((stat.st_ino, socket)),
+                _ => debug!("steering: a listener without a local address or inode; skipped"),
+            }
+        }
+        for (key, sockets) in &wanted {
+            let group = match self.groups.entry(*key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => match SteeringGroup::new() {
+                    Ok(group) => e.insert(group),
+                    Err(why) => {
+                        warn!(
+                            "unable to steer {}: {why}; the kernel's hash chooses the worker there",
+                            key.address
+                        );
+                        continue;
+                    }
+                },
+            };
+            // The program belongs to the group, and a group re-created after all its sockets closed
+            // needs it again: attach it to a socket of the group that is listening, every time.
+            if let Err(why) = group.attach(sockets[0].1) {
+                warn!(
+                    "unable to attach the steering program to {}: {why}",
+                    key.address
+                );
+            }
+            if let Err(why) = group.set_receiving(sockets) {
+                warn!(
+                    "unable to steer {} to {} listeners: {why}",
+                    key.address,
+                    sockets.len()
+                );
+            }
+        }
+        for (key, group) in &mut self.groups {
+            if !wanted.contains_key(key) {
+                if let Err(why) = group.set_receiving(&[]) {
+                    warn!("unable to stop steering {}: {why}", key.address);
+                }
+            }
+        }
+        self.scan_due = Some(Instant::now());
+    }
+
+    /// When `look_for_strangers` wants to run next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.scan_due
+    }
+
+    /// Whether `look_for_strangers` has work to do now.
+    pub fn strangers_due(&self) -> bool {
+        self.scan_due.is_some_and(|due| due <= Instant::now())
+    }
+
+    /// Warns once about every process that listens on a steered port without being a worker of this
+    /// launcher (`is_ours` says which pids are; `known`: inodes of the workers' listeners): it gets no
+    /// connection while steering is on.
+    pub fn look_for_strangers(&mut self, known: &HashSet<u64>, is_ours: impl Fn(Pid) -> bool) {
+        self.scan_due = Some(Instant::now() + STRANGER_SCAN_INTERVAL);
+        let ports: Vec<u16> = self.groups.keys().map(|k| k.address.port()).collect();
+        for stranger in strangers::find(&ports, known, is_ours) {
+            if self.warned.insert(stranger.pid) {
+                warn!("{}", describe(&stranger));
+            }
+        }
+    }
+}
+
+fn describe(stranger: &Stranger) -> String {
+    let who = match stranger.other_launcher {
+        Some(launcher) => format!(
+            "pid {} ({}), a worker of another reuseport-launch (launcher pid {launcher}),",
+            stranger.pid, stranger.command
+        ),
+        None => format!("pid {} ({})", stranger.pid, stranger.command),
+    };
+    format!(
+        "{who} also listens on port {} with SO_REUSEPORT; it gets no new connection while this \
+         launcher steers the port (stop it, or give it a port of its own)",
+        stranger.port
+    )
+}
