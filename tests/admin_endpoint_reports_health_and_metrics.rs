@@ -2,7 +2,8 @@
 //! /healthz is 503 while generation 1 starts and while a crashed worker's slot is empty, 200 otherwise;
 //! /metrics, read by Python's prometheus_client (both its text and OpenMetrics parsers), counts one
 //! succeeded reload, one failed reload and one crash restart, and names the serving generation;
-//! /status is the JSON of `status --json`; other methods and paths are refused.
+//! /status is the JSON of `status --json`; HEAD is GET without the body; other methods and paths are
+//! refused.
 
 mod support;
 
@@ -195,6 +196,11 @@ fn admin_endpoint_reports_health_and_metrics() {
         "POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
     );
     assert!(post.starts_with("HTTP/1.1 405"), "{post:?}");
+    let head = send_raw(&admin, "HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+        "HEAD answers like GET without the body: {head:?}"
+    );
     let garbage = send_raw(&admin, "\u{1}\u{2} not http at all\r\n\r\n");
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
 }

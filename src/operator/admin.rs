@@ -1,5 +1,6 @@
 //! The admin endpoint (`--admin ADDR`): a small HTTP/1.1 server in the event loop for load balancers
-//! and monitoring — `GET /healthz`, `/metrics` (Prometheus), `/status` (the JSON of `status --json`).
+//! and monitoring — `GET /healthz`, `/metrics` (Prometheus), `/status` (the JSON of `status --json`);
+//! HEAD too, without the body.
 //! One request per connection, answered with `Connection: close`. Invariant: it never blocks and never
 //! grows without bound: sockets are non-blocking and polled, a request must arrive whole within
 //! REQUEST_TIMEOUT and MAX_REQUEST_BYTES, a response must be taken within RESPONSE_TIMEOUT, and at most
@@ -256,9 +257,23 @@ impl AdminServer {
         let (Some(method), Some(target)) = (request.method, request.path) else {
             return response(400, "text/plain", "malformed request\n");
         };
-        if method != "GET" {
-            return response(405, "text/plain", "only GET is served\n");
+        // HEAD is GET without the body (every HTTP server serves both; some probes send HEAD).
+        match method {
+            "GET" => self.route(&request, target, launcher, processes, now),
+            "HEAD" => without_body(self.route(&request, target, launcher, processes, now)),
+            _ => response(405, "text/plain", "only GET and HEAD are served\n"),
         }
+    }
+
+    /// The response to a GET of `target`.
+    fn route(
+        &self,
+        request: &httparse::Request,
+        target: &str,
+        launcher: &Launcher,
+        processes: &mut impl Processes,
+        now: Instant,
+    ) -> Vec<u8> {
         let path = target.split('?').next().unwrap_or(target);
         match path {
             "/healthz" => match launcher.health() {
@@ -377,6 +392,14 @@ fn has_sent(client: &Client) -> bool {
     }
 }
 
+/// The same response without its body (for HEAD): the head, Content-Length included, stays.
+fn without_body(mut response: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(end + 4);
+    }
+    response
+}
+
 fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < bytes.len() {
@@ -403,7 +426,11 @@ fn response(code: u16, content_type: &str, body: &str) -> Vec<u8> {
         503 => "Service Unavailable",
         _ => "",
     };
-    let allow = if code == 405 { "Allow: GET\r\n" } else { "" };
+    let allow = if code == 405 {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
     format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}\
          Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
@@ -426,6 +453,10 @@ mod tests {
         assert!(text.ends_with("\r\n\r\nunavailable: stopping\n"));
         assert!(String::from_utf8(response(405, "text/plain", "x"))
             .unwrap()
-            .contains("Allow: GET"));
+            .contains("Allow: GET, HEAD"));
+        let head = without_body(response(200, "text/plain", "ok\n"));
+        assert!(head.ends_with(
+            b"Content-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        ));
     }
 }
