@@ -1,8 +1,9 @@
 //! The one event loop, on top of the layers: it owns the kernel-side objects (kernel/), the operator-side
 //! ones (operator/) and the decisions (launcher/), and is the only place that connects them. Each
 //! wake-up does the same steps in the same order: drain signals -> reap children -> read notify
-//! messages -> serve the control socket -> fire due timers -> pass on announcements. The poll timeout
-//! is the nearest deadline, so an idle launcher sleeps in poll(2) and uses no CPU.
+//! messages -> serve the control socket and the admin endpoint -> fire due timers (and log the counts
+//! of rate-limited warnings) -> pass on announcements. The poll timeout is the nearest deadline, so an
+//! idle launcher sleeps in poll(2) and uses no CPU.
 //!
 //! Adding an event source (a socket, a pidfd, a timer of some mechanism) takes three small edits:
 //! 1. own it in `Io` below (built in `run`, before the first worker is spawned);
@@ -24,7 +25,8 @@ use crate::kernel::signals::SignalPipe;
 use crate::kernel::steering::group::SteeringGroup;
 use crate::kernel::supervisor::Supervisor;
 use crate::kernel::{inject, listen, process_tree, sysctl};
-use crate::launcher::{Launcher, NotifyMessage, Outcome, Phase};
+use crate::launcher::{thousands, Launcher, NotifyMessage, Outcome, Phase, RateLimit, Verdict};
+use crate::operator::admin::AdminServer;
 use crate::operator::cli::{Config, SteerArg};
 use crate::operator::control::ControlServer;
 use crate::operator::systemd::ServiceManager;
@@ -40,6 +42,13 @@ const HANDLED_SIGNALS: &[Signal] = &[
     Signal::SIGTTOU,
 ];
 
+/// Dropped notify messages of one kind from one pid are logged once per this window, then summed up with
+/// a count: a flood of spoofed or garbage datagrams must not flood the journal.
+const NOTIFY_DROP_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Senders tracked apart in the drop log; more share one "other pids" count, so a flood from many pids
+/// is still a few lines.
+const NOTIFY_DROP_SENDERS: usize = 16;
+
 /// How often starting workers are checked for a listening socket (`--ready listen|auto`); only while
 /// some worker is starting, so an idle launcher still never wakes up. Not more often either: a check
 /// costs a syscall per starting worker.
@@ -50,8 +59,12 @@ struct Io {
     signals: SignalPipe,
     notify: NotifySocket,
     control: ControlServer,
+    /// `--admin`: the HTTP endpoint; None when off.
+    admin: Option<AdminServer>,
     manager: ServiceManager,
     supervisor: Supervisor,
+    /// When a dropped notify message is logged, by (kind of drop, sender).
+    notify_drops: RateLimit<(&'static str, Option<Pid>)>,
 }
 
 pub fn run(config: &Config) -> Result<Outcome, String> {
@@ -69,9 +82,17 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     let mut io = Io {
         supervisor: Supervisor::new(config.worker_spec(), notify.path().to_path_buf())?,
         control: ControlServer::bind(&config.name).map_err(|e| e.to_string())?,
-        manager: ServiceManager::from_env(config.stop_timeout, now),
+        admin: config
+            .admin
+            .map(|address| {
+                AdminServer::bind(address, &config.name)
+                    .map_err(|e| format!("unable to listen on --admin {address}: {e}"))
+            })
+            .transpose()?,
+        manager: ServiceManager::from_env(now),
         signals,
         notify,
+        notify_drops: RateLimit::new(NOTIFY_DROP_LOG_WINDOW, NOTIFY_DROP_SENDERS),
     };
     let steer = decide_steering(config.steer)?;
     if steer {
@@ -87,6 +108,9 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         for announcement in launcher.take_announcements() {
             io.manager.announce(&announcement);
             io.control.on_announcement(&announcement);
+            if let Some(admin) = &mut io.admin {
+                admin.on_announcement(&announcement);
+            }
         }
         if let Phase::Finished(outcome) = launcher.phase() {
             io.supervisor.kill_everything_left();
@@ -103,7 +127,9 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         let deadline = [
             launcher.next_deadline(),
             io.control.next_deadline(),
+            io.admin.as_ref().and_then(AdminServer::next_deadline),
             io.manager.next_deadline(),
+            io.notify_drops.next_deadline(),
             io.supervisor.next_deadline(),
             probe_due,
         ]
@@ -136,7 +162,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             launcher.on_exit(&mut io.supervisor, pid, reason, now);
         }
         for received in io.notify.drain() {
-            deliver(&mut launcher, &mut io.supervisor, received, now);
+            deliver(&mut launcher, &mut io, received, now);
         }
         let ready = NotifyMessage {
             ready: true,
@@ -146,9 +172,24 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
             launcher.on_notify(&mut io.supervisor, pid, &ready, now);
         }
         io.control.serve(&mut launcher, &mut io.supervisor, now);
+        if let Some(admin) = &mut io.admin {
+            admin.serve(&launcher, &mut io.supervisor, now);
+        }
         let now = Instant::now();
         launcher.on_timers(&mut io.supervisor, now);
         io.manager.on_timers(now);
+        for summary in io.notify_drops.due(now) {
+            let what = match summary.key {
+                Some((kind, Some(pid))) => format!("from pid {pid} ({kind})"),
+                Some((kind, None)) => format!("({kind})"),
+                None => "from other pids".to_string(),
+            };
+            warn!(
+                "dropped {} more notify messages {what} in the last {}s",
+                thousands(summary.suppressed),
+                summary.window.as_secs()
+            );
+        }
         io.supervisor
             .look_for_strangers(|pid| launcher.is_worker(pid));
     }
@@ -182,32 +223,61 @@ fn decide_steering(choice: SteerArg) -> Result<bool, String> {
     }
 }
 
-/// Hands a notify datagram to the worker it came from, or logs why it was dropped.
-fn deliver(launcher: &mut Launcher, supervisor: &mut Supervisor, received: Received, now: Instant) {
-    match received {
+/// Hands a notify datagram to the worker it came from, or logs why it was dropped (the first of a kind
+/// from a sender in NOTIFY_DROP_LOG_WINDOW; the rest are counted and summed up in the loop).
+fn deliver(launcher: &mut Launcher, io: &mut Io, received: Received, now: Instant) {
+    let (kind, sender, line) = match received {
         Received::Message { sender, message } => {
             match process_tree::find_ancestor(sender, |pid| launcher.is_worker(pid)) {
-                Some(worker) => launcher.on_notify(supervisor, worker, &message, now),
-                None => warn!(
-                    "dropped notify message from pid {sender}: not a worker or a descendant of one"
+                Some(worker) => {
+                    launcher.on_notify(&mut io.supervisor, worker, &message, now);
+                    return;
+                }
+                None => (
+                    "not from a worker",
+                    Some(sender),
+                    format!("dropped notify message from pid {sender}: not a worker or a descendant of one"),
                 ),
             }
         }
-        Received::Oversized { sender } => warn!(
-            "dropped oversized notify message from pid {}: more than {} bytes",
-            show(sender),
-            notify_socket::MAX_MESSAGE_BYTES
+        Received::Oversized { sender } => (
+            "oversized",
+            sender,
+            format!(
+                "dropped oversized notify message from pid {}: more than {} bytes",
+                show(sender),
+                notify_socket::MAX_MESSAGE_BYTES
+            ),
         ),
-        Received::Malformed { sender, why } => warn!(
-            "dropped malformed notify message from pid {}: {why}",
-            show(sender)
+        Received::Malformed { sender, why } => (
+            "malformed",
+            sender,
+            format!(
+                "dropped malformed notify message from pid {}: {why}",
+                show(sender)
+            ),
         ),
-        Received::Anonymous => warn!("dropped notify message without sender credentials"),
+        Received::Anonymous => (
+            "anonymous",
+            None,
+            "dropped notify message without sender credentials".to_string(),
+        ),
+        Received::ReadFailed { why } => (
+            "read failed",
+            None,
+            format!("reading the notify socket failed: {why}; will try again on the next message"),
+        ),
+    };
+    if io.notify_drops.check((kind, sender), now) == Verdict::Log {
+        warn!(
+            "{line}; more like it are counted for {}s",
+            NOTIFY_DROP_LOG_WINDOW.as_secs()
+        );
     }
 }
 
-/// Sleeps until a signal, a notify datagram, a control client, a worker's bind or IPC message, or the
-/// deadline. Returns the descriptors that are readable (or hung up), so that per-worker sources are
+/// Sleeps until a signal, a notify datagram, a control or admin client, a worker's bind or IPC message,
+/// or the deadline. Returns the descriptors that are readable (or hung up), so that per-worker sources are
 /// only read when they have something: a round costs O(ready sources), not O(workers).
 fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<Vec<RawFd>> {
     let timeout = match deadline {
@@ -228,6 +298,12 @@ fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<Vec<RawFd>> {
     let mut fds: Vec<PollFd> = sources
         .into_iter()
         .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+        .chain(
+            io.admin
+                .iter()
+                .flat_map(AdminServer::poll_fds)
+                .map(|(fd, flags)| PollFd::new(fd, flags)),
+        )
         .collect();
     match poll(&mut fds, timeout) {
         Ok(_) => Ok(fds

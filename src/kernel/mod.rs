@@ -1,5 +1,6 @@
 //! The bottom layer: every mechanism that touches the kernel — spawning and signalling workers, seccomp
-//! bind injection, listening sockets, the notify socket, /proc and sock_diag, signals, sysctls. It
+//! bind injection, listening sockets, the notify socket, /proc and sock_diag, signals, sysctls and
+//! netstat counters. It
 //! implements the trait the decisions own (`launcher::Processes`) and imports nothing from the
 //! operator layer. Invariant: only supervisor.rs spawns, signals or reaps processes.
 
@@ -7,6 +8,7 @@ pub mod adopt;
 pub mod connections;
 pub mod inject;
 pub mod listen;
+pub mod netstat;
 pub mod node_ipc;
 pub mod notify_socket;
 pub mod orphans;

@@ -7,7 +7,6 @@ use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use log::warn;
 use nix::sys::socket::{
     self, recvmsg, setsockopt, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
     SockType, UnixAddr,
@@ -37,6 +36,8 @@ pub enum Received {
     Malformed { sender: Option<Pid>, why: String },
     /// Dropped: no sender credentials attached.
     Anonymous,
+    /// Reading the socket failed (not EAGAIN); the rest waits for the next wake-up.
+    ReadFailed { why: String },
 }
 
 pub struct NotifySocket {
@@ -95,9 +96,7 @@ impl NotifySocket {
                 Err(nix::errno::Errno::EAGAIN) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    warn!(
-                        "reading the notify socket failed: {e}; will try again on the next message"
-                    );
+                    out.push(Received::ReadFailed { why: e.to_string() });
                     break;
                 }
             };

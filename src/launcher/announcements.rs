@@ -12,8 +12,11 @@ pub enum Announcement {
     ReloadEnded { seq: u64, result: ReloadResult },
     /// A reload started.
     Reloading,
-    /// The launcher is stopping.
-    Stopping,
+    /// The launcher is stopping and expects to be done within `within` (a service manager's stop
+    /// timeout must cover it): the load-balancer wait, if any, plus the longest drain.
+    Stopping { within: Duration },
+    /// A crashed (or hung) worker of the active generation was started again in its slot.
+    Restarted { generation: u32, slot: usize },
     /// A new one-line status.
     Status(String),
 }

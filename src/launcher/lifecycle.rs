@@ -67,6 +67,10 @@ pub enum Phase {
     Serving,
     /// Generation `next` is starting beside the active one.
     Reloading { next: u32, started: Instant },
+    /// A stop was requested with --lb-drain: every worker of the active generation keeps serving, and
+    /// the health check says 503, until `drain_at`; then the launcher stops as in `Stopping`. Nothing
+    /// is started meanwhile (no reload, no restart).
+    LbDrain { drain_at: Instant },
     /// Every worker was told to stop; the launcher ends with `outcome` once none is left.
     Stopping { outcome: Outcome },
     /// Nothing left to do; the event loop returns `Outcome`.

@@ -7,7 +7,8 @@
 //!
 //! The `Launcher` is one struct whose methods are split by concern: workers.rs (bookkeeping and
 //! readiness), reload.rs (the reload/rollback sequence), restarts.rs (crash-restart policy),
-//! stopping.rs (drain and kill), timers.rs (deadlines), snapshot.rs (status).
+//! stopping.rs (drain and kill), timers.rs (deadlines), snapshot.rs (status and health). Beside it,
+//! rate_limit.rs decides when a repeated warning is written (the layers above log it).
 
 mod announcements;
 mod backoff;
@@ -15,6 +16,7 @@ mod events;
 mod lifecycle;
 mod policy;
 mod processes;
+mod rate_limit;
 mod reload;
 mod restarts;
 mod snapshot;
@@ -32,7 +34,10 @@ pub use events::{ExitReason, NotifyMessage};
 pub use lifecycle::{Outcome, Phase, Worker, WorkerPhase};
 pub use policy::{DrainMode, Policy, ReadyMode};
 pub use processes::Processes;
+pub use rate_limit::{thousands, RateLimit, Verdict};
 pub use snapshot::Snapshot;
+#[cfg(test)]
+pub use snapshot::WorkerRow;
 
 use reload::Retiring;
 use restarts::Slot;

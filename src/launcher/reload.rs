@@ -35,7 +35,7 @@ impl Launcher {
                 self.reload_queued = true;
                 Some(self.reloads_started + 1)
             }
-            Phase::Stopping { .. } | Phase::Finished(_) => {
+            Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_) => {
                 info!("reload requested while stopping; ignored");
                 None
             }

@@ -8,7 +8,10 @@ use log::{debug, error, warn};
 use nix::unistd::Pid;
 
 use super::backoff::{ordinal, Backoff, STABLE_UPTIME};
-use super::{describe, format_delay, ExitReason, Launcher, Phase, Processes, Worker, WorkerPhase};
+use super::{
+    describe, format_delay, Announcement, ExitReason, Launcher, Phase, Processes, Worker,
+    WorkerPhase,
+};
 
 /// How common servers are kept from forking into the background, for the message about a worker that did.
 const FOREGROUND_HINT: &str =
@@ -146,7 +149,14 @@ impl Launcher {
         note: &str,
         now: Instant,
     ) {
-        if matches!(self.phase, Phase::Stopping { .. } | Phase::Finished(_)) {
+        if matches!(
+            self.phase,
+            Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_)
+        ) {
+            warn!(
+                "{} exited with {reason}{note}; not restarted: the launcher is stopping",
+                describe(worker)
+            );
             return;
         }
         let slot = &mut self.slots[worker.slot];
@@ -169,6 +179,9 @@ impl Launcher {
     }
 
     pub(super) fn restart_due(&mut self, processes: &mut impl Processes, now: Instant) {
+        if !matches!(self.phase, Phase::Serving | Phase::Reloading { .. }) {
+            return;
+        }
         for slot in 0..self.slots.len() {
             if self.slots[slot].restart_at.is_none_or(|at| at > now) {
                 continue;
@@ -176,14 +189,19 @@ impl Launcher {
             self.slots[slot].restart_at = None;
             self.slots[slot].restarts += 1;
             let generation = self.active;
-            if let Err(reason) = self.spawn_worker(processes, generation, slot, now) {
-                let (delay, in_a_row) = self.slots[slot].backoff.record_failure(Duration::ZERO);
-                self.slots[slot].restart_at = Some(now + delay);
-                warn!(
-                    "{reason}; retrying in {} ({} failure in a row)",
-                    format_delay(delay),
-                    ordinal(in_a_row)
-                );
+            match self.spawn_worker(processes, generation, slot, now) {
+                Ok(()) => self
+                    .announcements
+                    .push(Announcement::Restarted { generation, slot }),
+                Err(reason) => {
+                    let (delay, in_a_row) = self.slots[slot].backoff.record_failure(Duration::ZERO);
+                    self.slots[slot].restart_at = Some(now + delay);
+                    warn!(
+                        "{reason}; retrying in {} ({} failure in a row)",
+                        format_delay(delay),
+                        ordinal(in_a_row)
+                    );
+                }
             }
         }
     }

@@ -22,7 +22,8 @@ pub struct WorkerRow {
     pub generation: u32,
     pub slot: usize,
     pub pid: i32,
-    /// starting, ready, handover (steered out, its queue being accepted) or draining
+    /// starting, ready, handover (steered out, its queue being accepted), draining (its listener taken
+    /// out, connections ending) or stopping (signalled)
     pub state: &'static str,
     pub uptime: Duration,
     /// Restarts of this slot in the active generation.
@@ -50,7 +51,8 @@ impl Launcher {
                     WorkerPhase::Starting { .. } => "starting",
                     WorkerPhase::Ready => "ready",
                     WorkerPhase::SteeredOut { .. } => "handover",
-                    WorkerPhase::Stopping { .. } | WorkerPhase::Draining { .. } => "draining",
+                    WorkerPhase::Draining { .. } => "draining",
+                    WorkerPhase::Stopping { .. } => "stopping",
                 },
                 uptime: now.saturating_duration_since(w.spawned_at),
                 restarts: if w.generation == self.active {
@@ -70,13 +72,43 @@ impl Launcher {
                 Phase::Starting => "starting",
                 Phase::Serving => "serving",
                 Phase::Reloading { .. } => "reloading",
-                Phase::Stopping { .. } | Phase::Finished(_) => "stopping",
+                Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_) => "stopping",
             },
             active: self.active,
             wanted: self.policy.workers,
             status_line: self.status_line(),
             last_reload: self.last_reload.clone(),
             workers,
+        }
+    }
+
+    /// Whether a load balancer should send this host traffic: Ok (with the status line) while every slot
+    /// is served by a ready worker of the active generation and no stop is under way; Err with the
+    /// reason otherwise. A reload in progress is healthy: the active generation still serves.
+    pub fn health(&self) -> Result<String, String> {
+        match self.phase {
+            Phase::Starting => return Err(self.status_line()),
+            Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_) => {
+                return Err(self.status_line())
+            }
+            Phase::Serving | Phase::Reloading { .. } => {}
+        }
+        let missing: Vec<String> = (0..self.policy.workers)
+            .filter(|&slot| {
+                !self.workers.iter().any(|w| {
+                    w.generation == self.active && w.slot == slot && w.phase == WorkerPhase::Ready
+                })
+            })
+            .map(|slot| slot.to_string())
+            .collect();
+        if missing.is_empty() {
+            Ok(self.status_line())
+        } else {
+            Err(format!(
+                "{}; no ready worker in slot {}",
+                self.status_line(),
+                missing.join(", ")
+            ))
         }
     }
 
@@ -98,6 +130,10 @@ impl Launcher {
                     self.policy.workers
                 )
             }
+            (Phase::LbDrain { .. }, _) => format!(
+                "stopping: {base}, serving until the load balancer has noticed (--lb-drain {:.1}s), then draining",
+                self.policy.lb_drain.as_secs_f64()
+            ),
             (Phase::Stopping { .. } | Phase::Finished(_), _) => {
                 format!("stopping: {} workers left", self.workers.len())
             }

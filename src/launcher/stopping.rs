@@ -17,9 +17,18 @@ use super::{
 const DRAIN_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 impl Launcher {
-    /// SIGTERM/SIGINT: drain and stop everything; a second request kills at once.
+    /// SIGTERM/SIGINT: drain and stop everything — after the --lb-drain wait, if one is set and the
+    /// active generation serves; a second request skips that wait, and one during the drain kills at
+    /// once.
     pub fn request_stop(&mut self, processes: &mut impl Processes, now: Instant) {
         match self.phase {
+            Phase::Serving | Phase::Reloading { .. } if !self.policy.lb_drain.is_zero() => {
+                self.start_lb_drain(processes, now)
+            }
+            Phase::LbDrain { .. } => {
+                info!("second stop request: skipping the rest of --lb-drain");
+                self.stop_all(processes, Outcome::Stopped, now);
+            }
             Phase::Stopping { .. } => {
                 warn!(
                     "second stop request: killing {} workers now",
@@ -32,6 +41,60 @@ impl Launcher {
             }
             Phase::Finished(_) => {}
             _ => self.stop_all(processes, Outcome::Stopped, now),
+        }
+    }
+
+    /// The stop's first step with --lb-drain: health turns 503 now, the serving workers go on serving
+    /// until the load balancer has noticed; a reload in progress is given up (its workers stop).
+    fn start_lb_drain(&mut self, processes: &mut impl Processes, now: Instant) {
+        let lb_drain = self.policy.lb_drain;
+        if let Phase::Reloading { next, .. } = self.phase {
+            let doomed: Vec<Pid> = self
+                .workers
+                .iter()
+                .filter(|w| w.generation == next)
+                .map(|w| w.pid)
+                .collect();
+            info!(
+                "stop requested during the reload to generation {next}: stopping its {} workers",
+                doomed.len()
+            );
+            for pid in doomed {
+                self.stop_worker(processes, pid, now);
+            }
+        }
+        for slot in &mut self.slots {
+            slot.restart_at = None;
+        }
+        self.reload_queued = false;
+        info!(
+            "stopping: health check unavailable from now; generation {} keeps serving for {:.1}s (--lb-drain), then drains",
+            self.active,
+            lb_drain.as_secs_f64()
+        );
+        self.phase = Phase::LbDrain {
+            drain_at: now + lb_drain,
+        };
+        self.announcements.push(Announcement::Stopping {
+            within: lb_drain + self.longest_drain(),
+        });
+        self.announce_status();
+    }
+
+    /// The longest a drain can take: --stop-timeout for the connections to end (listener drain), then
+    /// --stop-timeout until SIGKILL.
+    fn longest_drain(&self) -> Duration {
+        match self.policy.drain {
+            DrainMode::Signal => self.policy.stop_timeout,
+            DrainMode::Listener | DrainMode::Auto => 2 * self.policy.stop_timeout,
+        }
+    }
+
+    /// The --lb-drain wait is over: the usual stop.
+    pub(super) fn end_lb_drain(&mut self, processes: &mut impl Processes, now: Instant) {
+        if matches!(self.phase, Phase::LbDrain { drain_at } if drain_at <= now) {
+            info!("--lb-drain over");
+            self.stop_all(processes, Outcome::Stopped, now);
         }
     }
 
@@ -74,7 +137,9 @@ impl Launcher {
             slot.restart_at = None;
         }
         self.reload_queued = false;
-        self.announcements.push(Announcement::Stopping);
+        self.announcements.push(Announcement::Stopping {
+            within: self.longest_drain(),
+        });
         self.announce_status();
         self.finish_if_stopped();
     }

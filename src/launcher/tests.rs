@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+mod health_and_lb_drain;
+
 #[derive(Default)]
 struct FakeProcesses {
     next_pid: i32,
@@ -90,6 +92,7 @@ fn policy() -> Policy {
         watchdog: None,
         ready: ReadyMode::Auto,
         drain: DrainMode::Auto,
+        lb_drain: Duration::ZERO,
         steer: false,
         handover_grace: Duration::from_millis(100),
     }

@@ -8,6 +8,7 @@ use super::{describe, Launcher, Phase, Processes, ReadyMode, WorkerPhase};
 impl Launcher {
     /// Acts on every deadline that has passed: ready timeouts, kill timeouts, due restarts.
     pub fn on_timers(&mut self, processes: &mut impl Processes, now: Instant) {
+        self.end_lb_drain(processes, now);
         self.finish_handovers(processes, now);
         self.signal_drained(processes, now);
         self.kill_overdue(processes, now);
@@ -55,6 +56,10 @@ impl Launcher {
             WorkerPhase::Ready => w.last_watchdog.zip(watchdog).map(|(at, limit)| at + limit),
         });
         let restarts = self.slots.iter().filter_map(|s| s.restart_at);
-        workers.chain(restarts).min()
+        let lb_drain = match self.phase {
+            Phase::LbDrain { drain_at } => Some(drain_at),
+            _ => None,
+        };
+        workers.chain(restarts).chain(lb_drain).min()
     }
 }

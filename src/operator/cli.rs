@@ -3,14 +3,14 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
-use super::{help_text, suggest};
+use super::{addresses, help_text, suggest};
 
 use crate::kernel::worker_spec::{RunAs, WorkerSpec};
 use crate::launcher::{DrainMode, Policy, ReadyMode};
@@ -22,9 +22,6 @@ use nix::unistd::{Gid, Group, Uid, User};
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most workers one launcher runs; far above what one machine serves well, low enough to catch typos.
 const MAX_WORKERS: usize = 4096;
-/// The most `--listen` addresses: every worker holds one socket per address, and a server that needs
-/// more is better served by a port range of its own.
-const MAX_LISTEN: usize = 64;
 /// `--handover-grace` default: a SYN that reached an old listener just before it was steered out
 /// completes its handshake one round trip later; 100 ms covers most WAN round trips, costs 100 ms per
 /// reload, and measured 0 resets here down to 5 ms (README, "Steering").
@@ -62,6 +59,12 @@ pub struct Args {
     /// Seconds a worker has to exit after the stop signal before SIGKILL
     #[arg(long, value_name = "SECS", default_value = "30")]
     pub stop_timeout: f64,
+
+    /// On stop (SIGTERM, `stop`, systemctl stop), first keep every worker serving this many seconds
+    /// while /healthz (--admin) already answers 503, so a load balancer takes the host out before the
+    /// drain begins; 0: drain at once
+    #[arg(long, value_name = "SECS", default_value = "0")]
+    pub lb_drain: f64,
 
     /// Signal that asks a worker to drain and exit (TERM, SIGTERM, 15, INT, QUIT, ...)
     #[arg(long, value_name = "SIG", default_value = "TERM")]
@@ -144,6 +147,12 @@ pub struct Args {
     /// Replace a worker that sent WATCHDOG=1 and then stays silent for this many seconds
     #[arg(long, value_name = "SECS")]
     pub watchdog: Option<f64>,
+
+    /// Serve an HTTP admin endpoint on this address: GET /healthz (200 while every worker slot is
+    /// served, 503 with the reason otherwise), /metrics (Prometheus), /status (JSON). `9900` means
+    /// 127.0.0.1:9900; give `0.0.0.0:9900` or `[::]:9900` to reach it from other hosts [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
 
     /// Log more (-v: debug, -vv: trace). RUST_LOG overrides both -v and -q
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -238,6 +247,8 @@ pub struct Config {
     pub ready_timeout: Duration,
     /// How long a worker may take to exit after the stop signal.
     pub stop_timeout: Duration,
+    /// How long workers keep serving after a stop request before their drain (`--lb-drain`).
+    pub lb_drain: Duration,
     /// The signal that asks a worker to drain and exit.
     pub stop_signal: Signal,
     /// PROGRAM, resolved on PATH the way execvp would.
@@ -266,6 +277,8 @@ pub struct Config {
     pub node_ipc: bool,
     /// Sent over the IPC channel instead of the stop signal.
     pub stop_message: Option<String>,
+    /// Where the admin endpoint listens (`--admin`); None: off.
+    pub admin: Option<SocketAddr>,
     /// Whether the launcher steers connections (`auto` is settled at start by the event loop).
     pub steer: SteerArg,
     /// With steering, how long a handed-over listener stays open after its queue is empty.
@@ -314,6 +327,7 @@ impl Config {
             watchdog: self.watchdog,
             ready: self.ready,
             drain: self.drain,
+            lb_drain: self.lb_drain,
             steer,
             handover_grace: self.handover_grace,
         }
@@ -348,7 +362,7 @@ impl Config {
                 .map_or_else(|| "server".into(), |n| n.to_string_lossy().into_owned()),
         };
         super::control::validate_name(&name).map_err(|e| bad(&e))?;
-        let listen = parse_listen(&args.listen)?;
+        let listen = addresses::parse_listen(&args.listen).map_err(|e| bad(&e))?;
         if !listen.is_empty() && args.port.is_some() {
             return Err(bad(
                 "--port limits injection to one port; with --listen the launcher binds the ports itself and \
@@ -399,6 +413,12 @@ impl Config {
             run_as,
             node_ipc,
             stop_message: args.stop_message,
+            admin: args
+                .admin
+                .as_deref()
+                .map(addresses::parse_admin)
+                .transpose()
+                .map_err(|e| bad(&e))?,
             port: args.port,
             name,
             watchdog: args
@@ -408,46 +428,16 @@ impl Config {
             workers,
             ready_timeout: seconds("--ready-timeout", args.ready_timeout)?,
             stop_timeout: seconds("--stop-timeout", args.stop_timeout)?,
+            lb_drain: match args.lb_drain {
+                0.0 => Duration::ZERO,
+                secs => seconds("--lb-drain", secs)?,
+            },
             stop_signal: parse_signal(&args.stop_signal)?,
             program,
             program_args: command.collect(),
             log_level: log_level(args.verbose, args.quiet),
         })
     }
-}
-
-/// `--listen` values: `PORT` ([::]:PORT, dual-stack, as systemd's ListenStream=PORT), `IPv4:PORT` or
-/// `[IPv6]:PORT`. Port 0 and repeats are refused.
-fn parse_listen(values: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
-    if values.len() > MAX_LISTEN {
-        return Err(bad(&format!(
-            "{} --listen addresses are more than the limit of {MAX_LISTEN}",
-            values.len()
-        )));
-    }
-    let mut addresses: Vec<SocketAddr> = Vec::new();
-    for value in values {
-        let text = value.trim();
-        let address = match text.parse::<u16>() {
-            Ok(port) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)),
-            Err(_) => text.parse::<SocketAddr>().map_err(|_| {
-                bad(&format!(
-                    "--listen {value}: expected PORT, IPv4:PORT or [IPv6]:PORT with numeric addresses \
-                     (8080, 127.0.0.1:8080, [::]:8080)"
-                ))
-            })?,
-        };
-        if address.port() == 0 {
-            return Err(bad(&format!(
-                "--listen {value}: port 0 would give every worker a different port; name the port"
-            )));
-        }
-        if addresses.contains(&address) {
-            return Err(bad(&format!("--listen {value} is given twice")));
-        }
-        addresses.push(address);
-    }
-    Ok(addresses)
 }
 
 /// Resolves `--user` / `--group` (names or numbers) now, so an unknown one fails before anything starts,
@@ -638,23 +628,6 @@ mod tests {
         assert!(seconds("--x", 0.0).is_err());
         assert!(seconds("--x", f64::NAN).is_err());
         assert_eq!(seconds("--x", 0.5).unwrap(), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn listen_addresses_parse_in_order() {
-        let parsed =
-            parse_listen(&["8080".into(), "127.0.0.1:81".into(), "[::1]:82".into()]).unwrap();
-        assert_eq!(
-            parsed,
-            vec![
-                "[::]:8080".parse::<SocketAddr>().unwrap(),
-                "127.0.0.1:81".parse().unwrap(),
-                "[::1]:82".parse().unwrap()
-            ]
-        );
-        assert!(parse_listen(&["0".into()]).is_err());
-        assert!(parse_listen(&["localhost:80".into()]).is_err());
-        assert!(parse_listen(&["80".into(), "[::]:80".into()]).is_err());
     }
 
     #[test]

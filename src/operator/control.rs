@@ -1,28 +1,39 @@
 //! The control socket: a unix stream socket (mode 0600, peer uid checked) where `reuseport-launch
 //! status|reload|scale|stop` reach a running launcher. One request line per connection, one reply.
 //! Every read is non-blocking and bounded in size and time, so a silent or garbage-sending client is
-//! dropped without ever stalling the event loop.
+//! dropped without ever stalling the event loop; at most MAX_PENDING_CLIENTS wait to be read, and when
+//! that many are waiting the longest-waiting silent one is closed to make room, so a flood of idle
+//! connections never locks out `reload --wait` or `status`. Drops are logged rate-limited.
 
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, MsgFlags};
 
 use super::status;
-use crate::launcher::{Announcement, Launcher, Processes, ReloadResult};
+use crate::launcher::{
+    thousands, Announcement, Launcher, Processes, RateLimit, ReloadResult, Verdict,
+};
 
 /// A client has this long to send its request line: a silent client is dropped, never waited for.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest request line; the longest real one ("status --json") is far shorter.
 const MAX_REQUEST_BYTES: usize = 256;
-/// Clients waiting for their request line at once; more are refused so a flood cannot grow memory.
+/// Clients waiting for their request line at once; past it the longest-waiting silent one is closed, so
+/// a flood cannot grow memory nor lock out a legitimate client.
 const MAX_PENDING_CLIENTS: usize = 64;
+/// Connections accepted per turn of the loop, so a connection flood cannot starve signals and timers.
+const MAX_ACCEPTS_PER_TURN: usize = 256;
+/// Dropped clients of one kind are logged once per this window, then summed up with a count.
+const DROP_LOG_WINDOW: Duration = Duration::from_secs(10);
+/// Kinds of drop (the rate limiter's keys): refused peer, evicted, timed out, bad request.
+const DROP_KINDS: usize = 4;
 
 /// What a client asks for; the wire form is one line, e.g. `scale 4`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +146,7 @@ impl fmt::Display for BindError {
 struct Pending {
     stream: UnixStream,
     buffer: Vec<u8>,
+    accepted: Instant,
     deadline: Instant,
     /// Why this peer may not control the launcher; answered once its request is read, so the client
     /// sees the reason instead of a reset connection.
@@ -150,6 +162,8 @@ pub struct ControlServer {
     /// Clients of `stop`: their connection closes when the launcher exits.
     stop_waiters: Vec<UnixStream>,
     name: String,
+    /// When a dropped client is logged, by kind of drop.
+    drops: RateLimit<&'static str>,
 }
 
 impl ControlServer {
@@ -183,6 +197,7 @@ impl ControlServer {
             reload_waiters: Vec::new(),
             stop_waiters: Vec::new(),
             name: name.to_string(),
+            drops: RateLimit::new(DROP_LOG_WINDOW, DROP_KINDS),
         })
     }
 
@@ -194,7 +209,11 @@ impl ControlServer {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pending.iter().map(|p| p.deadline).min()
+        self.pending
+            .iter()
+            .map(|p| p.deadline)
+            .chain(self.drops.next_deadline())
+            .min()
     }
 
     /// Accepts new clients, reads request lines, and carries out every complete request.
@@ -203,6 +222,47 @@ impl ControlServer {
         for (stream, request) in self.read_requests(now) {
             debug!("control request: {request}");
             self.carry_out(stream, request, launcher, processes, now);
+        }
+        for summary in self.drops.due(now) {
+            warn!(
+                "dropped {} more control clients ({}) in the last {}s",
+                thousands(summary.suppressed),
+                summary.key.unwrap_or("other"),
+                summary.window.as_secs()
+            );
+        }
+    }
+
+    /// Logs a dropped client, or counts it when one of its `kind` was logged within DROP_LOG_WINDOW.
+    fn note_drop(&mut self, kind: &'static str, why: &str, now: Instant) {
+        if self.drops.check(kind, now) == Verdict::Log {
+            warn!(
+                "control client {kind}: {why}; more of these are counted for {}s",
+                DROP_LOG_WINDOW.as_secs()
+            );
+        }
+    }
+
+    /// Closes the pending client that has waited longest without sending a byte (or, when every one
+    /// has sent something, the one that has waited longest).
+    fn evict_one(&mut self, now: Instant) {
+        let index = self
+            .pending
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, p)| (has_sent(p), p.accepted))
+            .map(|(i, _)| i);
+        if let Some(index) = index {
+            let evicted = self.pending.swap_remove(index);
+            let waited = now.saturating_duration_since(evicted.accepted);
+            self.note_drop(
+                "closed to make room",
+                &format!(
+                    "{MAX_PENDING_CLIENTS} clients waiting to be read; closed the one silent for {} ms",
+                    waited.as_millis()
+                ),
+                now,
+            );
         }
     }
 
@@ -225,7 +285,7 @@ impl ControlServer {
                     reply(&mut stream, &text);
                 }
             }
-            Announcement::Stopping => {
+            Announcement::Stopping { .. } => {
                 for (mut stream, _) in std::mem::take(&mut self.reload_waiters) {
                     reply(
                         &mut stream,
@@ -238,7 +298,7 @@ impl ControlServer {
     }
 
     fn accept(&mut self, now: Instant) {
-        loop {
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -250,15 +310,18 @@ impl ControlServer {
             };
             let refusal = check_peer(&stream).err();
             if let Some(why) = &refusal {
-                warn!("control client refused: {why}");
+                self.note_drop("refused", why, now);
             }
-            if self.pending.len() >= MAX_PENDING_CLIENTS || stream.set_nonblocking(true).is_err() {
-                warn!("control client refused: {MAX_PENDING_CLIENTS} clients are already waiting to be read");
+            if stream.set_nonblocking(true).is_err() {
                 continue;
+            }
+            if self.pending.len() >= MAX_PENDING_CLIENTS {
+                self.evict_one(now);
             }
             self.pending.push(Pending {
                 stream,
                 buffer: Vec::new(),
+                accepted: now,
                 deadline: now + REQUEST_TIMEOUT,
                 refusal,
             });
@@ -277,17 +340,18 @@ impl ControlServer {
                 Ok(Some(line)) => match Request::parse(&line) {
                     Ok(request) => complete.push((client.stream, request)),
                     Err(why) => {
-                        warn!("control client dropped: {why}");
+                        self.note_drop("dropped (bad request)", &why, now);
                         reply(&mut client.stream, &format!("error: {why}\n"));
                     }
                 },
                 Ok(None) if client.deadline > now => still_pending.push(client),
-                Ok(None) => warn!(
-                    "control client dropped: no request within {}s",
-                    REQUEST_TIMEOUT.as_secs()
+                Ok(None) => self.note_drop(
+                    "dropped (timeout)",
+                    &format!("no request within {}s", REQUEST_TIMEOUT.as_secs()),
+                    now,
                 ),
                 Err(why) => {
-                    warn!("control client dropped: {why}");
+                    self.note_drop("dropped (bad request)", &why, now);
                     reply(&mut client.stream, &format!("error: {why}\n"));
                 }
             }
@@ -360,6 +424,22 @@ fn check_peer(stream: &UnixStream) -> Result<(), String> {
             creds.pid()
         ))
     }
+}
+
+/// Whether the client has sent anything: read already, or waiting in its socket (peeked, not consumed).
+fn has_sent(client: &Pending) -> bool {
+    if !client.buffer.is_empty() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    matches!(
+        nix::sys::socket::recv(
+            client.stream.as_raw_fd(),
+            &mut byte,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(n) if n > 0
+    )
 }
 
 /// Reads what is available; Some(line) once a full line arrived.

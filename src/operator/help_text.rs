@@ -43,7 +43,8 @@ pub const SIGNALS: Section = Section {
         (
             "SIGTERM, SIGINT",
             "graceful stop: --stop-signal to every worker, SIGKILL after --stop-timeout, exit 0; a second SIGTERM \
-             or SIGINT kills every worker at once",
+             or SIGINT kills every worker at once. With --lb-drain the workers first serve that long while \
+             /healthz says 503; a second signal then starts the drain at once, a third kills",
         ),
         ("SIGTTIN", "one more worker in the serving generation (like `scale N+1`)"),
         ("SIGTTOU", "one worker less (never below 1)"),

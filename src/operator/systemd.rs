@@ -9,8 +9,8 @@ use sd_notify::NotifyState;
 
 use crate::launcher::Announcement;
 
-/// Margin added to --stop-timeout when asking systemd to extend its stop timeout: time for the final
-/// SIGKILL and reaping.
+/// Margin added to the launcher's own bound on its stop (--lb-drain plus the longest drain) when asking
+/// systemd to extend its stop timeout: time for the final SIGKILL and reaping.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
 
 pub struct ServiceManager {
@@ -18,12 +18,11 @@ pub struct ServiceManager {
     /// Half of WATCHDOG_USEC: how often systemd wants WATCHDOG=1.
     watchdog_every: Option<Duration>,
     next_watchdog: Option<Instant>,
-    stop_timeout: Duration,
 }
 
 impl ServiceManager {
     /// Reads NOTIFY_SOCKET and WATCHDOG_USEC once; the launcher's own environment is left as it is.
-    pub fn from_env(stop_timeout: Duration, now: Instant) -> ServiceManager {
+    pub fn from_env(now: Instant) -> ServiceManager {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
         let mut usec = 0;
         let watchdog_every = (enabled && sd_notify::watchdog_enabled(false, &mut usec))
@@ -32,7 +31,6 @@ impl ServiceManager {
             enabled,
             watchdog_every,
             next_watchdog: watchdog_every.map(|every| now + every),
-            stop_timeout,
         }
     }
 
@@ -51,13 +49,13 @@ impl ServiceManager {
                 }
                 Err(_) => vec![NotifyState::Reloading],
             },
-            Announcement::Stopping => {
-                let usec = (self.stop_timeout + STOP_MARGIN)
-                    .as_micros()
-                    .min(u32::MAX as u128) as u32;
+            Announcement::Stopping { within } => {
+                let usec = (*within + STOP_MARGIN).as_micros().min(u32::MAX as u128) as u32;
                 vec![NotifyState::Stopping, NotifyState::ExtendTimeoutUsec(usec)]
             }
             Announcement::Status(line) => vec![NotifyState::Status(line)],
+            // Not a state of the service; /metrics counts it.
+            Announcement::Restarted { .. } => return,
         };
         self.send(&states);
     }

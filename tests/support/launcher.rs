@@ -49,14 +49,30 @@ impl Launcher {
         args: &[S],
         tweak: impl FnOnce(&mut Command),
     ) -> Launcher {
+        let mut command = Command::new(LAUNCHER);
+        command.args(args);
+        Self::spawn_command(dir, command, tweak)
+    }
+
+    /// Like `spawn`, with the launcher run by `wrapper` (e.g. `unshare --pid --fork --`): the guard's
+    /// pid is then the wrapper's, and `workers()` looks at the wrapper's children.
+    pub fn spawn_under<S: AsRef<OsStr>>(dir: &TempDir, wrapper: &[&str], args: &[S]) -> Launcher {
+        let mut command = Command::new(wrapper[0]);
+        command.args(&wrapper[1..]).arg(LAUNCHER).args(args);
+        Self::spawn_command(dir, command, |_| {})
+    }
+
+    fn spawn_command(
+        dir: &TempDir,
+        mut command: Command,
+        tweak: impl FnOnce(&mut Command),
+    ) -> Launcher {
         let runtime = dir.join("run");
         std::fs::create_dir_all(&runtime).expect("create the test's XDG_RUNTIME_DIR");
         let log_path = dir.join("launcher.log");
         let log = File::create(&log_path).expect("create launcher.log");
         let marker = dir.path().display().to_string();
-        let mut command = Command::new(LAUNCHER);
         command
-            .args(args)
             .env("XDG_RUNTIME_DIR", &runtime)
             .env(ENV_MARKER, &marker)
             .env_remove("RUNTIME_DIRECTORY")
@@ -71,7 +87,7 @@ impl Launcher {
         tweak(&mut command);
         let child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("unable to start {LAUNCHER}: {e}"));
+            .unwrap_or_else(|e| panic!("unable to start {:?}: {e}", command.get_program()));
         Launcher {
             child,
             exited: None,

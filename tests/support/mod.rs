@@ -4,6 +4,7 @@
 //! Invariant: nothing a test starts outlives it, and nothing here touches the host's network or sysctls.
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
 pub mod control;
 pub mod http;
 pub mod json;
