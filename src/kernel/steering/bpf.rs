@@ -156,6 +156,7 @@ const CLASS_STX: u8 = 0x03;
 const CLASS_JMP: u8 = 0x05;
 const CLASS_ALU64: u8 = 0x07;
 const SIZE_W: u8 = 0x00; // 32-bit
+const SIZE_H: u8 = 0x08; // 16-bit
 const SIZE_DW: u8 = 0x18; // 64-bit
 const MODE_IMM: u8 = 0x00;
 const MODE_MEM: u8 = 0x60;
@@ -168,6 +169,7 @@ const ALU_MOV: u8 = 0xb0;
 #[cfg(test)]
 const JMP_JA: u8 = 0x00;
 const JMP_JEQ: u8 = 0x10;
+const JMP_JGT: u8 = 0x20;
 const JMP_JLT: u8 = 0xa0;
 const JMP_CALL: u8 = 0x80;
 const JMP_EXIT: u8 = 0x90;
@@ -224,6 +226,14 @@ impl Insn {
     /// `dst = *(u32 *)(src + off)`
     pub fn ldx_w(dst: Reg, src: Reg, off: i16) -> Insn {
         Insn::new(CLASS_LDX | SIZE_W | MODE_MEM, dst, src, off, 0)
+    }
+    /// `dst = *(u16 *)(src + off)`
+    pub fn ldx_h(dst: Reg, src: Reg, off: i16) -> Insn {
+        Insn::new(CLASS_LDX | SIZE_H | MODE_MEM, dst, src, off, 0)
+    }
+    /// `dst = *(u64 *)(src + off)`
+    pub fn ldx_dw(dst: Reg, src: Reg, off: i16) -> Insn {
+        Insn::new(CLASS_LDX | SIZE_DW | MODE_MEM, dst, src, off, 0)
     }
     /// `*(u32 *)(dst + off) = src`
     pub fn stx_w(dst: Reg, off: i16, src: Reg) -> Insn {
@@ -302,6 +312,10 @@ impl Asm {
     pub fn jump_if_eq_imm(&mut self, reg: Reg, imm: i32, to: &'static str) -> &mut Asm {
         self.jump(CLASS_JMP | JMP_JEQ | SRC_K, reg, Reg::R0, imm, to)
     }
+    /// `if reg > other goto to` (unsigned)
+    pub fn jump_if_gt_reg(&mut self, reg: Reg, other: Reg, to: &'static str) -> &mut Asm {
+        self.jump(CLASS_JMP | JMP_JGT | SRC_X, reg, other, 0, to)
+    }
     /// `if reg < other goto to` (unsigned)
     pub fn jump_if_lt_reg(&mut self, reg: Reg, other: Reg, to: &'static str) -> &mut Asm {
         self.jump(CLASS_JMP | JMP_JLT | SRC_X, reg, other, 0, to)
@@ -353,6 +367,8 @@ fn sys_bpf_fd<T>(cmd: libc::c_int, attr: &mut T) -> Result<OwnedFd, Errno> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum MapType {
+    /// BPF_MAP_TYPE_HASH: entries come and go; a lookup of a missing key answers NULL.
+    Hash = 1,
     /// BPF_MAP_TYPE_ARRAY: fixed entries, zero-filled, cannot be deleted.
     Array = 2,
     /// BPF_MAP_TYPE_REUSEPORT_SOCKARRAY: slot -> listening socket. Update with a socket fd;

@@ -11,6 +11,9 @@
 //! - `table`: ARRAY u32 -> u32 in two halves of `MAX_RECEIVERS + 1` keys. Half h starts at
 //!   key `h * (MAX_RECEIVERS + 1)`, which holds `count`; the next `count` keys hold slots.
 //! - `active`: ARRAY with one u32, the live half (0 or 1).
+//! - `probes`: HASH, the TCP source port of one of the launcher's own probe connections (as the
+//!   packet carries it) -> the sockarray slot of the worker it is meant for. An entry lives for
+//!   one probe; the slot it names is kept filled meanwhile, receiving or not.
 //!
 //! The program is attached to the group, not to a socket: the kernel keeps it while any
 //! socket of the group lives, and a group re-created after all its sockets closed has none.
@@ -41,6 +44,12 @@ const CTX_HASH: i16 = 32;
 /// `SK_PASS` in `enum sk_action`: use the selected socket, or the kernel's choice if none.
 /// (SK_DROP would refuse the connection — the program never returns it.)
 const SK_PASS: i32 = 1;
+/// Probe connections under way at once in one group: one per worker being probed.
+pub const MAX_PROBES: u32 = 4096;
+/// `offsetof(struct sk_reuseport_md, data)` and `data_end`: the packet from the transport
+/// header on (empty for a queued connection being migrated).
+const CTX_DATA: i16 = 0;
+const CTX_DATA_END: i16 = 8;
 /// Stack slot for map keys handed to bpf_map_lookup_elem.
 const STACK_KEY: i16 = -4;
 /// Stack slot for the sockarray slot handed to bpf_sk_select_reuseport.
@@ -165,8 +174,9 @@ impl Layout {
     }
     /// Sockarray slots: a switch from one full generation to the next holds both sets while
     /// the new half is written.
+    /// `MAX_PROBES` more hold probed sockets that do not receive.
     fn socket_slots(self) -> u32 {
-        2 * self.max_receivers
+        2 * self.max_receivers + MAX_PROBES
     }
 }
 
@@ -178,6 +188,9 @@ impl Layout {
 /// SELECT_OR_MIGRATE, for each queued connection of a closing listener (then with an empty
 /// skb; `hash` is still the connection's). In words:
 ///
+/// 0. A probe of the launcher's: when the packet holds a TCP source port (not while migrating:
+///    the skb is empty then) and `probes` names a slot for it, choose that socket and, when it
+///    is there, SK_PASS — whether or not that socket receives. Otherwise go on with 1.
 /// 1. half = active[0]; count = table[half base].
 /// 2. No receivers → SK_PASS without choosing: the kernel hashes over the whole group.
 /// 3. idx = hash % count; choose sockets[table[half base + 1 + idx]].
@@ -191,6 +204,29 @@ fn steering_program(layout: Layout, maps: &Maps) -> Result<Vec<Insn>, AsmError> 
     let half_len = layout.half_len() as i32;
     let mut a = Asm::new();
     a.op(Insn::mov64_reg(R6, R1)) //                   r6 = ctx
+        // 0. a probe: the source port (first 2 bytes of the TCP header) names the slot
+        .op(Insn::ldx_dw(R2, R6, CTX_DATA)) //          r2 = data
+        .op(Insn::ldx_dw(R3, R6, CTX_DATA_END)) //      r3 = data_end
+        .op(Insn::mov64_reg(R4, R2)) //                 r4 = data
+        .op(Insn::add64_imm(R4, 2)) //                  r4 = data + 2
+        .jump_if_gt_reg(R4, R3, "by_table") //          no source port (migrating): skip
+        .op(Insn::ldx_h(R4, R2, 0)) //                  r4 = source port, network order
+        .op(Insn::stx_w(R10, STACK_KEY, R4)) //         key = r4
+        .op(Insn::mov64_reg(R2, R10)) //                r2 = frame pointer
+        .op(Insn::add64_imm(R2, STACK_KEY.into())) //   r2 = &key
+        .op2(Insn::ld_map_fd(R1, maps.probes.as_fd())) // r1 = probes
+        .op(Insn::call(Helper::MapLookupElem)) //       r0 = &probes[port] or NULL
+        .jump_if_eq_imm(R0, 0, "by_table") //           not a probe
+        .op(Insn::ldx_w(R1, R0, 0)) //                  r1 = slot
+        .op(Insn::stx_w(R10, STACK_SLOT, R1)) //        stack slot = r1
+        .op(Insn::mov64_reg(R1, R6)) //                 r1 = ctx
+        .op2(Insn::ld_map_fd(R2, maps.sockets.as_fd())) // r2 = sockets
+        .op(Insn::mov64_reg(R3, R10)) //                r3 = frame pointer
+        .op(Insn::add64_imm(R3, STACK_SLOT.into())) //  r3 = &slot
+        .op(Insn::mov64_imm(R4, 0)) //                  r4 = flags
+        .op(Insn::call(Helper::SkSelectReuseport)) //   r0 = 0 or -ENOENT (slot empty)
+        .jump_if_eq_imm(R0, 0, "pass") //               chosen: the probed worker
+        .label("by_table")
         // 1. which half is live, and how many receivers it names
         .op(Insn::st_w(R10, STACK_KEY, 0)) //           key = 0
         .op(Insn::mov64_reg(R2, R10)) //                r2 = frame pointer
@@ -212,9 +248,6 @@ fn steering_program(layout: Layout, maps: &Maps) -> Result<Vec<Insn>, AsmError> 
         // 3. pick by the connection's hash
         .op(Insn::ldx_w(R9, R6, CTX_HASH)) //           r9 = ctx->hash
         .op(Insn::mod64_reg(R9, R8)) //                 r9 = idx = hash % count
-        // Later rule "steer by probe source port" goes here: load ctx->data (off 0) and
-        // ctx->data_end (off 8), check data + 2 <= data_end before reading the TCP source
-        // port (the skb is empty while migrating), and set r9 to the probe's index.
         .label("first_try");
     select_entry(&mut a, maps); //                      r0 = 0 if chosen
     a.jump_if_eq_imm(R0, 0, "pass") //                  chosen
@@ -262,6 +295,7 @@ struct Maps {
     sockets: Map,
     table: Map,
     active: Map,
+    probes: Map,
 }
 
 impl Maps {
@@ -276,10 +310,12 @@ impl Maps {
         )?;
         let table = Map::create("table", MapType::Array, u32_size, layout.table_len())?;
         let active = Map::create("active", MapType::Array, u32_size, 1)?;
+        let probes = Map::create("probes", MapType::Hash, u32_size, MAX_PROBES)?;
         Ok(Maps {
             sockets,
             table,
             active,
+            probes,
         })
     }
 }
@@ -298,6 +334,8 @@ pub struct SteeringGroup {
     slots: BTreeMap<u64, u32>,
     /// Sockarray slots no id holds.
     free_slots: BTreeSet<u32>,
+    /// Probes under way: `probes` key -> the id of the socket it is routed to.
+    probing: BTreeMap<u32, u64>,
 }
 
 impl SteeringGroup {
@@ -330,6 +368,7 @@ impl SteeringGroup {
             receiving: Vec::new(),
             slots: BTreeMap::new(),
             free_slots: (0..layout.socket_slots()).collect(),
+            probing: BTreeMap::new(),
         })
     }
 
@@ -374,6 +413,36 @@ impl SteeringGroup {
         self.maps.active.update_u32(0, next_half)?;
         self.live_half = next_half;
         self.receiving = wanted.iter().map(|&(id, _)| id).collect();
+        self.forget_unwanted()
+    }
+
+    /// Routes the TCP connection whose source port is `source_port` to the socket `fd` (the
+    /// caller's `id`), receiving or not, until `end_probe`. The caller binds the probe socket to
+    /// that port before, and connects after.
+    pub fn start_probe(
+        &mut self,
+        source_port: u16,
+        id: u64,
+        fd: BorrowedFd<'_>,
+    ) -> Result<(), SteerError> {
+        if self.probing.len() >= MAX_PROBES as usize {
+            return Err(SteerError::TooManyReceivers {
+                wanted: self.probing.len() + 1,
+            });
+        }
+        let slot = self.fill_slot(id, fd)?;
+        let key = probe_key(source_port);
+        self.probing.insert(key, id);
+        self.maps.probes.update_u32(key, slot)?;
+        Ok(())
+    }
+
+    /// Forgets the probe from `source_port`; its socket's slot is emptied unless it receives.
+    pub fn end_probe(&mut self, source_port: u16) -> Result<(), SteerError> {
+        let key = probe_key(source_port);
+        if self.probing.remove(&key).is_some() {
+            self.maps.probes.delete(key)?;
+        }
         self.forget_unwanted()
     }
 
@@ -432,6 +501,7 @@ impl SteeringGroup {
             .slots
             .iter()
             .filter(|(id, _)| !self.receiving.contains(id))
+            .filter(|(id, _)| !self.probing.values().any(|p| p == *id))
             .map(|(&id, &slot)| (id, slot))
             .collect();
         for (id, slot) in unwanted {
@@ -453,6 +523,12 @@ impl Drop for SteeringGroup {
             eprintln!("reuseport-launch: error: unable to release steered sockets: {e}");
         }
     }
+}
+
+/// The `probes` key for a source port: the port's two bytes as the packet carries them (network
+/// order), read by the program as a u16 in host order.
+fn probe_key(source_port: u16) -> u32 {
+    u16::from_ne_bytes(source_port.to_be_bytes()).into()
 }
 
 /// `sockets` without repeated ids, first occurrence kept, order kept.
@@ -482,5 +558,7 @@ fn socket_cookie(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     Errno::result(rc).map(|_| cookie)
 }
 
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod tests;

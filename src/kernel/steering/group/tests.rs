@@ -17,7 +17,7 @@ const BACKLOG: i32 = 1024;
 const LOCALHOST_V4: &str = "127.0.0.1:0";
 const LOCALHOST_V6: &str = "[::1]:0";
 
-fn skip_unless_root(test: &str) -> bool {
+pub(super) fn skip_unless_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return false;
     }
@@ -40,7 +40,7 @@ fn tcp_listener(addr: SocketAddr) -> Socket {
 }
 
 /// `count` listeners on one port; the first picks the port.
-fn tcp_group(bind: &str, count: usize) -> (SocketAddr, Vec<Socket>) {
+pub(super) fn tcp_group(bind: &str, count: usize) -> (SocketAddr, Vec<Socket>) {
     let first = tcp_listener(bind.parse().unwrap());
     let addr = first.local_addr().unwrap().as_socket().unwrap();
     let mut all = vec![first];
@@ -48,14 +48,14 @@ fn tcp_group(bind: &str, count: usize) -> (SocketAddr, Vec<Socket>) {
     (addr, all)
 }
 
-fn inode(socket: &impl AsFd) -> u64 {
+pub(super) fn inode(socket: &impl AsFd) -> u64 {
     let fd = socket.as_fd().as_raw_fd();
     std::fs::metadata(format!("/proc/self/fd/{fd}"))
         .unwrap()
         .ino()
 }
 
-fn receivers<'a>(sockets: &[&'a Socket]) -> Vec<(u64, BorrowedFd<'a>)> {
+pub(super) fn receivers<'a>(sockets: &[&'a Socket]) -> Vec<(u64, BorrowedFd<'a>)> {
     sockets.iter().map(|&s| (inode(s), s.as_fd())).collect()
 }
 
@@ -70,7 +70,7 @@ fn connect_all(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
 
 /// Accept from `listeners` until `expected` arrived in all (or the deadline); returns
 /// how many each accepted.
-fn accept_counts(listeners: &[&Socket], expected: usize) -> Vec<usize> {
+pub(super) fn accept_counts(listeners: &[&Socket], expected: usize) -> Vec<usize> {
     let mut counts = vec![0; listeners.len()];
     let deadline = Instant::now() + DELIVERY_DEADLINE;
     while counts.iter().sum::<usize>() < expected && Instant::now() < deadline {
@@ -105,7 +105,7 @@ fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
-fn steered_group(sockets: &[&Socket]) -> SteeringGroup {
+pub(super) fn steered_group(sockets: &[&Socket]) -> SteeringGroup {
     let group = SteeringGroup::new().unwrap_or_else(|e| panic!("{e}"));
     group.attach(sockets[0].as_fd()).unwrap();
     group
