@@ -98,6 +98,15 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     if steer {
         io.supervisor.enable_steering();
     }
+    if let Some(path) = &config.ready_path {
+        if !steer {
+            return Err(
+                "--ready http needs steering, and steering is off (see above): a probe cannot choose its worker                  otherwise, so an old worker could answer for a new one. Run the launcher as root, or use --ready listen|notify"
+                    .into(),
+            );
+        }
+        io.supervisor.enable_probes(path.clone());
+    }
     sysctl::report_migrate_req(steer);
     let mut launcher = Launcher::new(config.policy(steer), now);
     launcher.start(&mut io.supervisor, now);
@@ -170,6 +179,9 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         };
         for pid in io.supervisor.read_ipc(&readable) {
             launcher.on_notify(&mut io.supervisor, pid, &ready, now);
+        }
+        for (pid, outcome) in io.supervisor.advance_probes(&readable) {
+            launcher.on_probe(&mut io.supervisor, pid, outcome, Instant::now());
         }
         io.control.serve(&mut launcher, &mut io.supervisor, now);
         if let Some(admin) = &mut io.admin {
@@ -302,6 +314,7 @@ fn wait(io: &Io, deadline: Option<Instant>) -> io::Result<Vec<RawFd>> {
             io.admin
                 .iter()
                 .flat_map(AdminServer::poll_fds)
+                .chain(io.supervisor.probe_fds())
                 .map(|(fd, flags)| PollFd::new(fd, flags)),
         )
         .collect();

@@ -6,6 +6,7 @@
 
 pub mod adopt;
 pub mod connections;
+pub mod http_probe;
 pub mod inject;
 pub mod listen;
 pub mod netstat;
@@ -13,6 +14,7 @@ pub mod node_ipc;
 pub mod notify_socket;
 pub mod orphans;
 pub mod pidfd;
+pub mod probes;
 pub mod process_tree;
 pub mod signals;
 pub mod sock_diag;

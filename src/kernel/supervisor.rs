@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -19,6 +19,7 @@ use std::process::Command;
 use log::{debug, warn};
 use nix::errno::Errno;
 use nix::libc;
+use nix::poll::PollFlags;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -30,10 +31,11 @@ use super::inject::{self, BindWatch};
 use super::listen::{self, Held};
 use super::node_ipc;
 use super::orphans;
+use super::probes::Probes;
 use super::steering::queue;
 use super::steering::router::Router;
 use super::worker_spec::{RunAs, WorkerSpec};
-use crate::launcher::{ExitReason, Processes};
+use crate::launcher::{ExitReason, ProbeOutcome, Processes};
 
 /// How long the launcher waits at exit for the processes it killed there to be gone: SIGKILL takes
 /// effect within milliseconds unless a process is stuck in the kernel, and then waiting longer won't help.
@@ -92,6 +94,8 @@ pub struct Supervisor {
     adopted: Vec<(Pid, Vec<OwnedFd>)>,
     /// With steering: the reuseport eBPF program of every group the workers listen in.
     router: Option<Router>,
+    /// `--ready http`: the probes under way.
+    probes: Probes,
 }
 
 impl Supervisor {
@@ -130,6 +134,7 @@ impl Supervisor {
             ipc: Vec::new(),
             adopted: Vec::new(),
             router: None,
+            probes: Probes::default(),
         })
     }
 
@@ -138,9 +143,30 @@ impl Supervisor {
         self.router = Some(Router::new());
     }
 
-    /// When the steered ports are next looked at for listeners that are not the workers'.
+    /// From now on `Processes::probe` sends `GET path` (`--ready http:PATH`); needs steering.
+    pub fn enable_probes(&mut self, path: String) {
+        self.probes = Probes::new(Some(path));
+    }
+
+    /// The descriptors of the probes under way, with what to poll each for.
+    pub fn probe_fds(&self) -> impl Iterator<Item = (BorrowedFd<'_>, PollFlags)> {
+        self.probes.poll_fds()
+    }
+
+    /// The probes that ended, among those whose descriptor is in `readable` or whose time is up.
+    pub fn advance_probes(&mut self, readable: &[RawFd]) -> Vec<(Pid, ProbeOutcome)> {
+        self.probes
+            .advance(readable, self.router.as_mut(), Instant::now())
+    }
+
+    /// When the steered ports are next looked at for listeners that are not the workers', or a
+    /// probe is due.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.router.as_ref().and_then(Router::next_deadline)
+        let strangers = self.router.as_ref().and_then(Router::next_deadline);
+        strangers
+            .into_iter()
+            .chain(self.probes.next_deadline())
+            .min()
     }
 
     /// Warns about listeners on the steered ports that are not workers (`is_worker`) or their children.
@@ -303,6 +329,9 @@ impl Supervisor {
         self.held.retain(|h| !gone(h.worker()));
         self.ipc.retain(|c| !gone(c.worker()));
         self.adopted.retain(|(pid, _)| !gone(*pid));
+        for (pid, _) in &exited {
+            self.probes.forget(*pid, self.router.as_mut());
+        }
         exited
     }
 }
@@ -508,6 +537,12 @@ impl Processes for Supervisor {
         if let Some(watch) = self.watch(worker) {
             watch.release_sockets();
         }
+    }
+
+    fn probe(&mut self, worker: Pid, timeout: Duration) {
+        let listeners = listeners_where(&self.watches, &self.held, &self.adopted, |p| p == worker);
+        self.probes
+            .start(worker, &listeners, self.router.as_mut(), timeout);
     }
 
     fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid> {

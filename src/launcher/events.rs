@@ -39,3 +39,33 @@ pub struct NotifyMessage {
     /// ERRNO=...: the worker's failure reason as an errno number.
     pub errno: Option<i32>,
 }
+
+/// How one HTTP probe of one worker (`--ready http:PATH`) ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The worker answered with this status code; `excerpt` is the start of the body, for the log.
+    Answered { status: u16, excerpt: String },
+    /// No status line came: the connection failed, was refused or closed, or the answer was not HTTP.
+    Failed(String),
+    /// No status line within the probe's timeout.
+    TimedOut(std::time::Duration),
+}
+
+impl ProbeOutcome {
+    /// A 2xx answer.
+    pub fn passed(&self) -> bool {
+        matches!(self, ProbeOutcome::Answered { status, .. } if (200..300).contains(status))
+    }
+}
+
+impl fmt::Display for ProbeOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeOutcome::Answered { status, .. } => write!(f, "answered {status}"),
+            ProbeOutcome::Failed(why) => f.write_str(why),
+            ProbeOutcome::TimedOut(after) => {
+                write!(f, "no answer within {:.1}s", after.as_secs_f64())
+            }
+        }
+    }
+}

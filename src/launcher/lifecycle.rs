@@ -44,6 +44,12 @@ pub struct Worker {
     pub spoke_notify: bool,
     /// The worker was seen with a TCP socket in LISTEN state.
     pub listening: bool,
+    /// `--ready http`: when its next probe starts; None while one is under way or none is due.
+    pub probe_at: Option<Instant>,
+    /// A probe of it is under way.
+    pub probing: bool,
+    /// Its last probe's outcome and when it ended.
+    pub last_probe: Option<(Instant, super::ProbeOutcome)>,
 }
 
 impl Worker {

@@ -15,6 +15,7 @@ mod backoff;
 mod events;
 mod lifecycle;
 mod policy;
+mod probes;
 mod processes;
 mod rate_limit;
 mod reload;
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 pub use announcements::{Announcement, ReloadResult};
-pub use events::{ExitReason, NotifyMessage};
+pub use events::{ExitReason, NotifyMessage, ProbeOutcome};
 pub use lifecycle::{Outcome, Phase, Worker, WorkerPhase};
 pub use policy::{DrainMode, Policy, ReadyMode};
 pub use processes::Processes;

@@ -52,4 +52,8 @@ pub enum ReadyMode {
     /// READY=1 when the server speaks sd_notify (any worker ever sent READY=1, or this worker sent any
     /// notify message); listening otherwise.
     Auto,
+    /// An HTTP probe that reaches that very worker answers 2xx (`--ready http:PATH`; needs
+    /// steering, which routes the probe). Probed once the worker listens, again every
+    /// PROBE_RETRY_INTERVAL until it passes or --ready-timeout.
+    Http,
 }

@@ -3,6 +3,7 @@
 //! effect.
 
 use std::io;
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -32,6 +33,9 @@ pub trait Processes {
     /// adopted as subreaper (or is adopting from `exited`, the worker just reaped): what exited workers
     /// left behind (a server that forked into the background).
     fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid>;
+    /// Starts an HTTP probe (`--ready http:PATH`) over a connection routed to this very worker; its
+    /// outcome comes back through `Launcher::on_probe` within `timeout`.
+    fn probe(&mut self, worker: Pid, timeout: Duration);
     /// Kills each of `pids` with SIGKILL, by pid.
     fn kill_left_behind(&mut self, pids: &[Pid]);
 }

@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 mod health_and_lb_drain;
+mod http_ready;
 
 #[derive(Default)]
 struct FakeProcesses {
@@ -27,6 +28,8 @@ struct FakeProcesses {
     strays: Vec<Pid>,
     /// Strays killed through `kill_left_behind`.
     killed_strays: Vec<Pid>,
+    /// Every probe started, in order.
+    probes: Vec<Pid>,
 }
 
 impl Processes for FakeProcesses {
@@ -67,6 +70,9 @@ impl Processes for FakeProcesses {
     }
     fn left_behind(&mut self, _exited: Pid, _workers: &[Pid]) -> Vec<Pid> {
         self.strays.clone()
+    }
+    fn probe(&mut self, worker: Pid, _timeout: Duration) {
+        self.probes.push(worker);
     }
     fn kill_left_behind(&mut self, pids: &[Pid]) {
         self.killed_strays.extend_from_slice(pids);

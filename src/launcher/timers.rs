@@ -15,6 +15,8 @@ impl Launcher {
         if let Some(late) = self.workers.iter().find(|w| matches!(w.phase, WorkerPhase::Starting { ready_deadline } if ready_deadline <= now)).cloned() {
             let hint = match (self.policy.ready, late.listening) {
                 (ReadyMode::Listen, _) => "check that it listens on a TCP port, or raise --ready-timeout",
+                (ReadyMode::Http, false) => "it never listened on a TCP port; check its bind, or raise --ready-timeout",
+                (ReadyMode::Http, true) => "it listens but its --ready http probe never answered 2xx (see its last probe above), or raise --ready-timeout",
                 (_, true) => {
                     "it listens but never sent READY=1; if the server does not speak sd_notify, use --ready listen"
                 }
@@ -41,6 +43,7 @@ impl Launcher {
             self.replace(processes, &silent, &reason, now);
         }
         self.restart_due(processes, now);
+        self.start_due_probes(processes, now);
         self.sync_steering(processes);
         self.finish_if_stopped();
     }
@@ -60,6 +63,7 @@ impl Launcher {
             Phase::LbDrain { drain_at } => Some(drain_at),
             _ => None,
         };
-        workers.chain(restarts).chain(lb_drain).min()
+        let probes = self.workers.iter().filter_map(|w| w.probe_at);
+        workers.chain(restarts).chain(lb_drain).chain(probes).min()
     }
 }

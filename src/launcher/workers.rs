@@ -49,7 +49,7 @@ impl Launcher {
         worker.spoke_notify = true;
         if message.ready {
             self.server_speaks_notify = true;
-            if self.policy.ready != ReadyMode::Listen {
+            if !matches!(self.policy.ready, ReadyMode::Listen | ReadyMode::Http) {
                 self.mark_ready(processes, pid, "READY=1", now);
             }
         }
@@ -60,8 +60,16 @@ impl Launcher {
         let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };
+        let first = !worker.listening;
         worker.listening = true;
         let counts = match self.policy.ready {
+            ReadyMode::Http => {
+                if first && matches!(worker.phase, WorkerPhase::Starting { .. }) {
+                    worker.probe_at = Some(now);
+                    self.start_due_probes(processes, now);
+                }
+                false
+            }
             ReadyMode::Notify => false,
             ReadyMode::Listen => true,
             ReadyMode::Auto => !self.server_speaks_notify && !worker.spoke_notify,
@@ -147,6 +155,9 @@ impl Launcher {
             last_watchdog: None,
             spoke_notify: false,
             listening: false,
+            probe_at: None,
+            probing: false,
+            last_probe: None,
         });
         Ok(())
     }

@@ -70,11 +70,13 @@ pub struct Args {
     #[arg(long, value_name = "SIG", default_value = "TERM")]
     pub stop_signal: String,
 
-    /// What makes a worker ready: READY=1, a listening socket, or auto
+    /// What makes a worker ready: READY=1, a listening socket, an HTTP answer, or auto
     ///
     /// `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN state, seen without
-    /// connecting), `auto` (READY=1 when the server speaks sd_notify, else listen)
-    #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
+    /// connecting), `http:PATH` (GET PATH over a connection steered to that very worker answers
+    /// 2xx; retried every 100 ms; needs steering), `auto` (READY=1 when the server speaks
+    /// sd_notify, else listen)
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
     pub ready: ReadyArg,
 
     /// How a worker is drained: by its stop signal, by closing its listener first, or auto
@@ -215,11 +217,31 @@ fn parse_workers(text: &str) -> Result<usize, String> {
 }
 
 /// `--ready` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadyArg {
     Notify,
     Listen,
     Auto,
+    /// `http:PATH`
+    Http(String),
+}
+
+/// `--ready notify|listen|auto|http:PATH`.
+fn parse_ready(text: &str) -> Result<ReadyArg, String> {
+    match text {
+        "notify" => Ok(ReadyArg::Notify),
+        "listen" => Ok(ReadyArg::Listen),
+        "auto" => Ok(ReadyArg::Auto),
+        _ => match text.strip_prefix("http:") {
+            Some(path) if path.starts_with('/') && !path.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+                Ok(ReadyArg::Http(path.to_string()))
+            }
+            Some(path) => Err(format!(
+                "expected http:PATH with PATH starting with / and without spaces, such as http:/healthz (got {path:?})"
+            )),
+            None => Err("expected notify, listen, auto or http:PATH (such as http:/healthz)".into()),
+        },
+    }
 }
 
 /// `--steer` values.
@@ -257,6 +279,8 @@ pub struct Config {
     pub program_args: Vec<OsString>,
     /// What makes a worker ready.
     pub ready: ReadyMode,
+    /// `--ready http:PATH`: the PATH probed.
+    pub ready_path: Option<String>,
     /// How workers are drained.
     pub drain: DrainMode,
     /// Set SO_REUSEPORT on workers' binds (seccomp user notification).
@@ -373,10 +397,17 @@ impl Config {
         // drain them, without injection; injection is then not needed and stays off.
         let inject = !args.no_inject && listen.is_empty();
         let sees_listeners = inject || !listen.is_empty();
-        let ready = match (args.ready, sees_listeners) {
+        let ready = match (&args.ready, sees_listeners) {
             (ReadyArg::Listen, false) => return Err(bad(
                 "--ready listen needs injection (it watches the worker's binds) or --listen; drop --no-inject",
             )),
+            (ReadyArg::Http(_), false) => return Err(bad(
+                "--ready http needs injection or --listen (the probe connects to the listener the launcher holds a copy of); drop --no-inject",
+            )),
+            (ReadyArg::Http(_), true) if args.steer == SteerArg::Off => return Err(bad(
+                "--ready http needs steering (a probe cannot choose its worker otherwise: the kernel would hand it to any worker of the port); drop --steer off",
+            )),
+            (ReadyArg::Http(_), true) => ReadyMode::Http,
             (ReadyArg::Auto, false) | (ReadyArg::Notify, _) => ReadyMode::Notify,
             (ReadyArg::Listen, true) => ReadyMode::Listen,
             (ReadyArg::Auto, true) => ReadyMode::Auto,
@@ -403,7 +434,12 @@ impl Config {
                 args.handover_grace
             )));
         }
+        let ready_path = match &args.ready {
+            ReadyArg::Http(path) => Some(path.clone()),
+            _ => None,
+        };
         Ok(Config {
+            ready_path,
             steer: args.steer,
             handover_grace: Duration::from_millis(args.handover_grace),
             ready,

@@ -16,6 +16,7 @@ pub mod scenarios;
 pub mod static_server;
 pub mod unchanged;
 pub mod user_manager;
+pub mod warming_server;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;

@@ -44,6 +44,8 @@ pub struct Router {
     warned: HashSet<i32>,
     /// When the port is next looked at for strangers.
     scan_due: Option<Instant>,
+    /// Probes under way, by source port: the group that routes each.
+    probes: HashMap<u16, GroupKey>,
 }
 
 impl Router {
@@ -52,6 +54,43 @@ impl Router {
             groups: HashMap::new(),
             warned: HashSet::new(),
             scan_due: None,
+            probes: HashMap::new(),
+        }
+    }
+
+    /// Routes the connection from `source_port` to `listener`'s socket, receiving or not, until
+    /// `end_probe`; creates and attaches the listener's group when nobody was steered to it yet.
+    pub fn start_probe(
+        &mut self,
+        listener: BorrowedFd<'_>,
+        source_port: u16,
+    ) -> Result<(), String> {
+        let key = GroupKey::of(listener).ok_or("the listener has no local address")?;
+        let inode = fstat(listener.as_raw_fd())
+            .map_err(|e| e.to_string())?
+            .st_ino;
+        let group = match self.groups.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(SteeringGroup::new().map_err(|e| e.to_string())?),
+        };
+        group.attach(listener).map_err(|e| e.to_string())?;
+        group
+            .start_probe(source_port, inode, listener)
+            .map_err(|e| e.to_string())?;
+        self.probes.insert(source_port, key);
+        Ok(())
+    }
+
+    /// Ends the routing `start_probe` set up for `source_port`.
+    pub fn end_probe(&mut self, source_port: u16) {
+        let Some(key) = self.probes.remove(&source_port) else {
+            return;
+        };
+        if let Some(Err(why)) = self.groups.get_mut(&key).map(|g| g.end_probe(source_port)) {
+            warn!(
+                "unable to end the probe from port {source_port} on {}: {why}",
+                key.address
+            );
         }
     }
 

@@ -1,0 +1,48 @@
+//! A legacy python HTTP server that listens long before it can serve, like many real ones (bind, then
+//! load code, caches, models): from the moment it listens it answers every request with 503 for WARMUP
+//! seconds, then 200. It never sets SO_REUSEPORT and never sends READY=1. Every answer names the pid and
+//! generation that gave it, in the body (`pid=P gen=G`) and in X-Pid/X-Generation headers (loadgen reads
+//! those), and closes the connection.
+
+use super::unchanged::python3;
+use super::TempDir;
+
+const SERVER: &str = r#"
+import http.server, os, sys, time
+port, warmup = int(sys.argv[1]), float(sys.argv[2])
+generation = os.environ.get("REUSEPORT_LAUNCH_GENERATION", "0")
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        warm = time.monotonic() - started >= warmup
+        body = ("pid=%d gen=%s\n" % (os.getpid(), generation)).encode()
+        self.send_response(200 if warm else 503)
+        self.send_header("X-Pid", str(os.getpid()))
+        self.send_header("X-Generation", generation)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+    def log_message(self, *args):
+        pass
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+server = Server(("127.0.0.1", port), Handler)
+started = time.monotonic()
+server.serve_forever()
+"#;
+
+/// PROGRAM and its arguments for the launcher: the server on 127.0.0.1:`port`, warming up for
+/// `warmup_secs`.
+pub fn warming_server(dir: &TempDir, port: u16, warmup_secs: f64) -> Vec<String> {
+    let script = dir.join("warming_server.py");
+    std::fs::write(&script, SERVER).expect("write the warming server");
+    vec![
+        python3(),
+        script.to_string_lossy().into_owned(),
+        port.to_string(),
+        warmup_secs.to_string(),
+    ]
+}
