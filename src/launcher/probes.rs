@@ -21,7 +21,7 @@ impl Launcher {
     /// Starts the probes that are due.
     pub(super) fn start_due_probes(&mut self, processes: &mut impl Processes, now: Instant) {
         for worker in &mut self.workers {
-            if worker.probing || !worker.probe_at.is_some_and(|at| at <= now) {
+            if worker.probing || worker.probe_at.is_none_or(|at| at > now) {
                 continue;
             }
             worker.probe_at = None;
