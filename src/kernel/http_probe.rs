@@ -20,6 +20,13 @@ use crate::launcher::ProbeOutcome;
 /// Bytes of the answer read at most: the status line and headers of a health endpoint fit; a
 /// bigger answer is cut off there (its status is already known).
 const MAX_ANSWER_BYTES: usize = 16 * 1024;
+/// Source ports a probe binds: below every common default ephemeral range of clients (Linux
+/// 32768–60999, Windows and macOS 49152–65535), because the steering program routes by source port
+/// alone — a client elsewhere connecting from a probe's port during the probe would be routed with
+/// it. Above 20000 to stay clear of well-known and registered service ports.
+const PROBE_PORTS: std::ops::Range<u16> = 20000..32768;
+/// Ports tried before falling back to one the kernel picks (some may be taken).
+const PROBE_PORT_TRIES: usize = 16;
 /// Characters of the body kept for the log.
 const EXCERPT_CHARS: usize = 80;
 
@@ -70,13 +77,13 @@ impl HttpProbe {
         let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
         socket.set_nonblocking(true)?;
         socket.set_cloexec(true)?;
-        // The kernel picks the port; the same loopback address as the target keeps it local.
+        // A port of PROBE_PORTS; the same loopback address as the target keeps it local.
         let local = if target.ip().is_loopback() {
             SocketAddr::new(target.ip(), 0)
         } else {
             SocketAddr::new(unspecified(target), 0)
         };
-        socket.bind(&SockAddr::from(local))?;
+        bind_probe_port(&socket, local)?;
         let source_port = socket
             .local_addr()?
             .as_socket()
@@ -245,6 +252,26 @@ impl AsFd for HttpProbe {
     }
 }
 
+/// Binds `socket` to `local`'s address and a port of PROBE_PORTS, starting at a pseudo-random one
+/// (the clock's nanoseconds); the kernel's choice when PROBE_PORT_TRIES of them are taken.
+fn bind_probe_port(socket: &Socket, local: SocketAddr) -> io::Result<()> {
+    let span = (PROBE_PORTS.end - PROBE_PORTS.start) as usize;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    for i in 0..PROBE_PORT_TRIES {
+        // A stride coprime with the span walks distinct ports.
+        let port = PROBE_PORTS.start + ((seed + i * 7919) % span) as u16;
+        if socket
+            .bind(&SockAddr::from(SocketAddr::new(local.ip(), port)))
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+    socket.bind(&SockAddr::from(local))
+}
+
 fn unspecified(target: SocketAddr) -> IpAddr {
     match target {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -354,6 +381,21 @@ mod tests {
         let outcome = run(&mut probe);
         assert_eq!(outcome, ProbeOutcome::TimedOut(Duration::from_millis(200)));
         drop(listener);
+    }
+
+    #[test]
+    fn probes_bind_ports_below_the_clients_ephemeral_ranges() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        for _ in 0..20 {
+            let probe =
+                HttpProbe::bind(address, "/", Duration::from_secs(1), Instant::now()).unwrap();
+            assert!(
+                PROBE_PORTS.contains(&probe.source_port()),
+                "{}",
+                probe.source_port()
+            );
+        }
     }
 
     #[test]
