@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::kernel::notify_socket::{self, NotifySocket, Received};
+use crate::kernel::probes::HealthKind;
 use crate::kernel::signals::SignalPipe;
 use crate::kernel::steering::group::SteeringGroup;
 use crate::kernel::supervisor::Supervisor;
@@ -98,15 +99,21 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     if steer {
         io.supervisor.enable_steering();
     }
-    if let Some(path) = &config.ready_path {
-        if !steer {
-            return Err(
-                "--ready http needs steering, and steering is off (see above): a probe cannot choose its worker                  otherwise, so an old worker could answer for a new one. Run the launcher as root, or use --ready listen|notify"
-                    .into(),
-            );
-        }
-        io.supervisor.enable_probes(path.clone());
+    let health = config.health.as_ref().map(|(kind, _)| kind.clone());
+    let http_flag = match (&config.ready_path, &health) {
+        (Some(_), _) => Some("--ready http"),
+        (_, Some(HealthKind::Http(_))) => Some("--health http"),
+        _ => None,
+    };
+    if let (Some(flag), false) = (http_flag, steer) {
+        return Err(format!(
+            "{flag} needs steering, and steering is off (see above): a probe cannot choose its worker \
+             otherwise, so another worker could answer for the one probed. Run the launcher as root, or \
+             drop {flag}"
+        ));
     }
+    io.supervisor
+        .enable_probes(config.ready_path.clone(), health);
     sysctl::report_migrate_req(steer);
     let mut launcher = Launcher::new(config.policy(steer), now);
     launcher.start(&mut io.supervisor, now);
@@ -180,8 +187,8 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         for pid in io.supervisor.read_ipc(&readable) {
             launcher.on_notify(&mut io.supervisor, pid, &ready, now);
         }
-        for (pid, outcome) in io.supervisor.advance_probes(&readable) {
-            launcher.on_probe(&mut io.supervisor, pid, outcome, Instant::now());
+        for (pid, check, outcome) in io.supervisor.advance_probes(&readable) {
+            launcher.on_probe(&mut io.supervisor, pid, check, outcome, Instant::now());
         }
         io.control.serve(&mut launcher, &mut io.supervisor, now);
         if let Some(admin) = &mut io.admin {

@@ -77,9 +77,9 @@ impl Channel {
         self.worker
     }
 
-    /// Whether the worker sent `process.send('ready')` since the last call (other messages are
-    /// ignored).
-    pub fn read_ready(&mut self) -> bool {
+    /// What the worker sent since the last call: (`process.send('ready')`, `process.send('healthy')`);
+    /// other messages are ignored.
+    pub fn read_messages(&mut self) -> (bool, bool) {
         let mut chunk = [0u8; 4096];
         loop {
             match self.stream.read(&mut chunk) {
@@ -93,10 +93,11 @@ impl Channel {
                 }
             }
         }
-        let mut ready = false;
+        let (mut ready, mut healthy) = (false, false);
         while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.buffer.drain(..=end).collect();
             ready |= line.trim_ascii() == br#""ready""#;
+            healthy |= line.trim_ascii() == br#""healthy""#;
         }
         if self.buffer.len() > MAX_LINE_BYTES {
             warn!(
@@ -105,7 +106,7 @@ impl Channel {
             );
             self.buffer.clear();
         }
-        ready
+        (ready, healthy)
     }
 
     /// Sends `message` as Node's `process.on('message')` receives it: a JSON string.
@@ -133,9 +134,9 @@ mod tests {
         worker
             .write_all(b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n\"rea")
             .unwrap();
-        assert!(!channel.read_ready());
-        worker.write_all(b"dy\"\n").unwrap();
-        assert!(channel.read_ready());
+        assert_eq!(channel.read_messages(), (false, false));
+        worker.write_all(b"dy\"\n\"healthy\"\n").unwrap();
+        assert_eq!(channel.read_messages(), (true, true));
         channel.send("shutdown").unwrap();
         let mut got = [0u8; 11];
         worker.read_exact(&mut got).unwrap();

@@ -1,7 +1,8 @@
-//! The HTTP probes under way (`--ready http:PATH`), one at most per worker, each routed by the
-//! steering program to the worker it is meant for. Invariant: a probe's routing entry exists exactly
-//! while the probe does — it is set before connecting and removed when the probe ends, fails to
-//! start, or its worker exits.
+//! The probes under way (`--ready http:PATH`, `--health http:PATH|ipc`), one at most per worker and
+//! purpose: HTTP probes, each routed by the steering program to the worker it is meant for, and
+//! `healthcheck` messages over Node IPC channels waiting for `healthy`. Invariant: an HTTP probe's
+//! routing entry exists exactly while the probe does — it is set before connecting and removed when
+//! the probe ends, fails to start, or its worker exits.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -12,50 +13,109 @@ use socket2::{SockRef, Type};
 
 use super::http_probe::{self, HttpProbe};
 use super::steering::router::Router;
-use crate::launcher::ProbeOutcome;
+use crate::launcher::{Check, ProbeOutcome};
+
+/// How `--health` checks a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// `GET PATH` answers 2xx.
+    Http(String),
+    /// `healthcheck` over the Node IPC channel is answered `healthy`.
+    Ipc,
+}
+
+/// A `healthcheck` message sent, waiting for `healthy`.
+struct IpcWait {
+    worker: Pid,
+    sent: Instant,
+    deadline: Instant,
+}
 
 #[derive(Default)]
 pub struct Probes {
-    /// `GET` this (`--ready http:PATH`); None: probes are off.
-    path: Option<String>,
-    under_way: Vec<(Pid, HttpProbe)>,
-    /// Outcomes known at start (the probe could not even start), handed out on the next round.
-    done: Vec<(Pid, ProbeOutcome)>,
+    /// `GET` this for readiness (`--ready http:PATH`).
+    ready_path: Option<String>,
+    /// `--health`.
+    health: Option<HealthKind>,
+    under_way: Vec<(Pid, Check, HttpProbe)>,
+    ipc_waits: Vec<IpcWait>,
+    /// Outcomes known at start (the probe could not even start) or from IPC, handed out on the
+    /// next round.
+    done: Vec<(Pid, Check, ProbeOutcome)>,
 }
 
 impl Probes {
-    pub fn new(path: Option<String>) -> Probes {
+    pub fn new(ready_path: Option<String>, health: Option<HealthKind>) -> Probes {
         Probes {
-            path,
+            ready_path,
+            health,
             ..Probes::default()
         }
     }
 
-    /// Starts a probe of `worker` through the first of its `listeners` that is a TCP listener.
+    /// Whether health checks go over the Node IPC channel.
+    pub fn health_by_ipc(&self) -> bool {
+        self.health == Some(HealthKind::Ipc)
+    }
+
+    /// `healthcheck` was sent to `worker` (or could not be: `sent` is the error).
+    pub fn wait_for_ipc(&mut self, worker: Pid, sent: Result<(), String>, timeout: Duration) {
+        let now = Instant::now();
+        match sent {
+            Ok(()) => self.ipc_waits.push(IpcWait {
+                worker,
+                sent: now,
+                deadline: now + timeout,
+            }),
+            Err(why) => self
+                .done
+                .push((worker, Check::Health, ProbeOutcome::Failed(why))),
+        }
+    }
+
+    /// `worker` sent `healthy` over its IPC channel: the check waiting for it, if any, passed.
+    pub fn ipc_replied(&mut self, worker: Pid) {
+        if let Some(i) = self.ipc_waits.iter().position(|w| w.worker == worker) {
+            self.ipc_waits.remove(i);
+            let reply = ProbeOutcome::Replied("healthy".into());
+            self.done.push((worker, Check::Health, reply));
+        }
+    }
+
+    /// Starts an HTTP probe of `worker` through the first of its `listeners` that is a TCP listener.
     pub fn start(
         &mut self,
         worker: Pid,
+        check: Check,
         listeners: &[BorrowedFd<'_>],
         router: Option<&mut Router>,
         timeout: Duration,
     ) {
-        let outcome = match self.try_start(worker, listeners, router, timeout) {
+        let outcome = match self.try_start(worker, check, listeners, router, timeout) {
             Ok(()) => return,
             Err(why) => ProbeOutcome::Failed(why),
         };
-        self.done.push((worker, outcome));
+        self.done.push((worker, check, outcome));
     }
 
     fn try_start(
         &mut self,
         worker: Pid,
+        check: Check,
         listeners: &[BorrowedFd<'_>],
         router: Option<&mut Router>,
         timeout: Duration,
     ) -> Result<(), String> {
-        let (Some(path), Some(router)) = (&self.path, router) else {
+        let path = match (check, &self.health) {
+            (Check::Ready, _) => self.ready_path.as_ref(),
+            (Check::Health, Some(HealthKind::Http(path))) => Some(path),
+            (Check::Health, _) => None,
+        };
+        let (Some(path), Some(router)) = (path, router) else {
             return Err(
-                "probes need --ready http and steering; this is a bug in reuseport-launch".into(),
+                "HTTP probes need --ready http or --health http, and steering; this is a \
+                        bug in reuseport-launch"
+                    .into(),
             );
         };
         let (listener, address) = listeners
@@ -74,10 +134,10 @@ impl Probes {
             .start_probe(listener, probe.source_port())
             .map_err(|e| format!("unable to route a probe to its listener {address}: {e}"))?;
         match probe.connect() {
-            None => self.under_way.push((worker, probe)),
+            None => self.under_way.push((worker, check, probe)),
             Some(outcome) => {
                 router.end_probe(probe.source_port());
-                self.done.push((worker, outcome));
+                self.done.push((worker, check, outcome));
             }
         }
         Ok(())
@@ -87,7 +147,7 @@ impl Probes {
     pub fn poll_fds(&self) -> impl Iterator<Item = (BorrowedFd<'_>, PollFlags)> {
         self.under_way
             .iter()
-            .map(|(_, p)| (p.as_fd(), p.poll_flags()))
+            .map(|(_, _, p)| (p.as_fd(), p.poll_flags()))
     }
 
     /// The nearest probe deadline; now when outcomes are waiting.
@@ -95,7 +155,12 @@ impl Probes {
         if !self.done.is_empty() {
             return Some(Instant::now());
         }
-        self.under_way.iter().map(|(_, p)| p.deadline()).min()
+        let ipc = self.ipc_waits.iter().map(|w| w.deadline);
+        self.under_way
+            .iter()
+            .map(|(_, _, p)| p.deadline())
+            .chain(ipc)
+            .min()
     }
 
     /// Advances the probes whose descriptor is in `readable` or whose deadline passed; returns the
@@ -105,9 +170,17 @@ impl Probes {
         readable: &[RawFd],
         mut router: Option<&mut Router>,
         now: Instant,
-    ) -> Vec<(Pid, ProbeOutcome)> {
+    ) -> Vec<(Pid, Check, ProbeOutcome)> {
         let mut ended = std::mem::take(&mut self.done);
-        self.under_way.retain_mut(|(worker, probe)| {
+        self.ipc_waits.retain(|wait| {
+            if wait.deadline > now {
+                return true;
+            }
+            let outcome = ProbeOutcome::TimedOut(wait.deadline - wait.sent);
+            ended.push((wait.worker, Check::Health, outcome));
+            false
+        });
+        self.under_way.retain_mut(|(worker, check, probe)| {
             let due = readable.contains(&probe.as_fd().as_raw_fd()) || probe.deadline() <= now;
             let Some(outcome) = due.then(|| probe.advance(now)).flatten() else {
                 return true;
@@ -115,7 +188,7 @@ impl Probes {
             if let Some(router) = router.as_deref_mut() {
                 router.end_probe(probe.source_port());
             }
-            ended.push((*worker, outcome));
+            ended.push((*worker, *check, outcome));
             false
         });
         ended
@@ -123,8 +196,9 @@ impl Probes {
 
     /// Drops the probes of a worker that exited.
     pub fn forget(&mut self, worker: Pid, mut router: Option<&mut Router>) {
-        self.done.retain(|(w, _)| *w != worker);
-        self.under_way.retain(|(w, probe)| {
+        self.done.retain(|(w, _, _)| *w != worker);
+        self.ipc_waits.retain(|wait| wait.worker != worker);
+        self.under_way.retain(|(w, _, probe)| {
             if *w == worker {
                 if let Some(router) = router.as_deref_mut() {
                     router.end_probe(probe.source_port());

@@ -31,11 +31,11 @@ use super::inject::{self, BindWatch};
 use super::listen::{self, Held};
 use super::node_ipc;
 use super::orphans;
-use super::probes::Probes;
+use super::probes::{HealthKind, Probes};
 use super::steering::queue;
 use super::steering::router::Router;
 use super::worker_spec::{RunAs, WorkerSpec};
-use crate::launcher::{ExitReason, ProbeOutcome, Processes};
+use crate::launcher::{Check, ExitReason, ProbeOutcome, Processes};
 
 /// How long the launcher waits at exit for the processes it killed there to be gone: SIGKILL takes
 /// effect within milliseconds unless a process is stuck in the kernel, and then waiting longer won't help.
@@ -62,6 +62,9 @@ const LAUNCHER_ONLY_ENV: &[&str] = &[
 const NOTIFY_DIR_MODE_RUN_AS: u32 = 0o710;
 /// Mode of the notify socket with --user/--group: the workers' group may send to it.
 const NOTIFY_SOCKET_MODE_RUN_AS: u32 = 0o660;
+
+/// `--health ipc`: the message a cluster master sends a worker, answered `healthy`.
+const HEALTHCHECK_MESSAGE: &str = "healthcheck";
 
 /// The real thing: spawns PROGRAM.
 pub struct Supervisor {
@@ -143,9 +146,10 @@ impl Supervisor {
         self.router = Some(Router::new());
     }
 
-    /// From now on `Processes::probe` sends `GET path` (`--ready http:PATH`); needs steering.
-    pub fn enable_probes(&mut self, path: String) {
-        self.probes = Probes::new(Some(path));
+    /// From now on `Processes::probe` sends `GET path` (`--ready http:PATH`) and checks health
+    /// (`--health`); HTTP probes need steering.
+    pub fn enable_probes(&mut self, ready_path: Option<String>, health: Option<HealthKind>) {
+        self.probes = Probes::new(ready_path, health);
     }
 
     /// The descriptors of the probes under way, with what to poll each for.
@@ -154,7 +158,7 @@ impl Supervisor {
     }
 
     /// The probes that ended, among those whose descriptor is in `readable` or whose time is up.
-    pub fn advance_probes(&mut self, readable: &[RawFd]) -> Vec<(Pid, ProbeOutcome)> {
+    pub fn advance_probes(&mut self, readable: &[RawFd]) -> Vec<(Pid, Check, ProbeOutcome)> {
         self.probes
             .advance(readable, self.router.as_mut(), Instant::now())
     }
@@ -239,12 +243,19 @@ impl Supervisor {
 
     /// Workers that sent `process.send('ready')` since the last call, among those whose IPC channel is
     /// in `readable`.
+    /// (`healthy` replies go to the health checks waiting for them.)
     pub fn read_ipc(&mut self, readable: &[RawFd]) -> Vec<Pid> {
-        self.ipc
-            .iter_mut()
-            .filter(|channel| is_ready(*channel, readable))
-            .filter_map(|channel| channel.read_ready().then(|| channel.worker()))
-            .collect()
+        let mut ready = Vec::new();
+        for channel in self.ipc.iter_mut().filter(|c| is_ready(*c, readable)) {
+            let (said_ready, said_healthy) = channel.read_messages();
+            if said_ready {
+                ready.push(channel.worker());
+            }
+            if said_healthy {
+                self.probes.ipc_replied(channel.worker());
+            }
+        }
+        ready
     }
 
     /// PROGRAM with the worker's environment: the launcher's own service-manager variables removed,
@@ -539,10 +550,19 @@ impl Processes for Supervisor {
         }
     }
 
-    fn probe(&mut self, worker: Pid, timeout: Duration) {
+    fn probe(&mut self, worker: Pid, check: Check, timeout: Duration) {
+        if check == Check::Health && self.probes.health_by_ipc() {
+            let sent = match self.ipc.iter_mut().find(|c| c.worker() == worker) {
+                Some(channel) => channel
+                    .send(HEALTHCHECK_MESSAGE)
+                    .map_err(|e| format!("unable to send {HEALTHCHECK_MESSAGE:?} over IPC: {e}")),
+                None => Err("it has no IPC channel".into()),
+            };
+            return self.probes.wait_for_ipc(worker, sent, timeout);
+        }
         let listeners = listeners_where(&self.watches, &self.held, &self.adopted, |p| p == worker);
         self.probes
-            .start(worker, &listeners, self.router.as_mut(), timeout);
+            .start(worker, check, &listeners, self.router.as_mut(), timeout);
     }
 
     fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid> {

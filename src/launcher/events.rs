@@ -40,21 +40,36 @@ pub struct NotifyMessage {
     pub errno: Option<i32>,
 }
 
-/// How one HTTP probe of one worker (`--ready http:PATH`) ended.
+/// What a probe of a worker is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// `--ready http:PATH`: is the starting worker ready?
+    Ready,
+    /// `--health http:PATH|ipc`: is the ready worker still healthy?
+    Health,
+}
+
+/// How one probe of one worker (`--ready http:PATH`, `--health`) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeOutcome {
     /// The worker answered with this status code; `excerpt` is the start of the body, for the log.
     Answered { status: u16, excerpt: String },
     /// No status line came: the connection failed, was refused or closed, or the answer was not HTTP.
     Failed(String),
-    /// No status line within the probe's timeout.
+    /// No status line (or IPC reply) within the probe's timeout.
     TimedOut(std::time::Duration),
+    /// `--health ipc`: the worker's reply to `healthcheck`.
+    Replied(String),
 }
 
 impl ProbeOutcome {
     /// A 2xx answer.
     pub fn passed(&self) -> bool {
-        matches!(self, ProbeOutcome::Answered { status, .. } if (200..300).contains(status))
+        match self {
+            ProbeOutcome::Answered { status, .. } => (200..300).contains(status),
+            ProbeOutcome::Replied(reply) => reply == "healthy",
+            _ => false,
+        }
     }
 }
 
@@ -63,6 +78,7 @@ impl fmt::Display for ProbeOutcome {
         match self {
             ProbeOutcome::Answered { status, .. } => write!(f, "answered {status}"),
             ProbeOutcome::Failed(why) => f.write_str(why),
+            ProbeOutcome::Replied(reply) => write!(f, "replied {reply:?}"),
             ProbeOutcome::TimedOut(after) => {
                 write!(f, "no answer within {:.1}s", after.as_secs_f64())
             }

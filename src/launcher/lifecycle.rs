@@ -50,6 +50,17 @@ pub struct Worker {
     pub probing: bool,
     /// Its last probe's outcome and when it ended.
     pub last_probe: Option<(Instant, super::ProbeOutcome)>,
+    /// `--health`: when its next check starts (None: under way, or not ready).
+    pub health_at: Option<Instant>,
+    /// A health check of it is under way.
+    pub checking: bool,
+    /// Failed health checks in a row.
+    pub health_failures: u32,
+    /// Its last health check's outcome and when it ended.
+    pub last_health: Option<(Instant, super::ProbeOutcome)>,
+    /// It failed --health-failures checks in a row: a replacement is starting in its slot, and it is
+    /// steered out and drained once that one is ready.
+    pub sick: bool,
 }
 
 impl Worker {

@@ -13,6 +13,7 @@
 mod announcements;
 mod backoff;
 mod events;
+mod health;
 mod lifecycle;
 mod policy;
 mod probes;
@@ -31,9 +32,9 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 pub use announcements::{Announcement, ReloadResult};
-pub use events::{ExitReason, NotifyMessage, ProbeOutcome};
+pub use events::{Check, ExitReason, NotifyMessage, ProbeOutcome};
 pub use lifecycle::{Outcome, Phase, Worker, WorkerPhase};
-pub use policy::{DrainMode, Policy, ReadyMode};
+pub use policy::{DrainMode, HealthPolicy, Policy, ReadyMode};
 pub use processes::Processes;
 pub use rate_limit::{thousands, RateLimit, Verdict};
 pub use snapshot::Snapshot;

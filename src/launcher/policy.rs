@@ -27,6 +27,19 @@ pub struct Policy {
     /// On stop, how long every worker keeps serving while the health check already says 503, so a
     /// load balancer stops sending before the drain begins (`--lb-drain`; zero: drain at once).
     pub lb_drain: Duration,
+    /// `--health`: ready workers are checked every `interval`; None: off.
+    pub health: Option<HealthPolicy>,
+}
+
+/// `--health http:PATH|ipc` with `--health-interval`, `--health-timeout`, `--health-failures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// From a worker's ready (or its last check's end) to its next check.
+    pub interval: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// Failed checks in a row that get a worker replaced.
+    pub failures: u32,
 }
 
 /// How a worker is drained before it stops.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use log::debug;
 use nix::unistd::Pid;
 
-use super::{describe, Launcher, ProbeOutcome, Processes, WorkerPhase};
+use super::{describe, Check, Launcher, ProbeOutcome, Processes, WorkerPhase};
 
 /// Time between a failed readiness probe and the next: a server warming up is seen ready within
 /// this of being so, at one connection per interval.
@@ -29,18 +29,22 @@ impl Launcher {
                 continue;
             }
             worker.probing = true;
-            processes.probe(worker.pid, READY_PROBE_TIMEOUT);
+            processes.probe(worker.pid, Check::Ready, READY_PROBE_TIMEOUT);
         }
     }
 
-    /// A probe of worker `pid` ended with `outcome`.
+    /// A probe of worker `pid` for `check` ended with `outcome`.
     pub fn on_probe(
         &mut self,
         processes: &mut impl Processes,
         pid: Pid,
+        check: Check,
         outcome: ProbeOutcome,
         now: Instant,
     ) {
+        if check == Check::Health {
+            return self.on_health(processes, pid, outcome, now);
+        }
         let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };

@@ -8,6 +8,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::Check;
+
 /// What the launcher's decisions need from the operating system.
 pub trait Processes {
     /// Starts PROGRAM as worker `slot` of `generation`.
@@ -35,7 +37,7 @@ pub trait Processes {
     fn left_behind(&mut self, exited: Pid, workers: &[Pid]) -> Vec<Pid>;
     /// Starts an HTTP probe (`--ready http:PATH`) over a connection routed to this very worker; its
     /// outcome comes back through `Launcher::on_probe` within `timeout`.
-    fn probe(&mut self, worker: Pid, timeout: Duration);
+    fn probe(&mut self, worker: Pid, check: Check, timeout: Duration);
     /// Kills each of `pids` with SIGKILL, by pid.
     fn kill_left_behind(&mut self, pids: &[Pid]);
 }

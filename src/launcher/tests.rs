@@ -99,6 +99,7 @@ fn policy() -> Policy {
         ready: ReadyMode::Auto,
         drain: DrainMode::Auto,
         lb_drain: Duration::ZERO,
+        health: None,
         steer: false,
         handover_grace: Duration::from_millis(100),
     }

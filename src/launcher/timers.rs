@@ -44,6 +44,7 @@ impl Launcher {
         }
         self.restart_due(processes, now);
         self.start_due_probes(processes, now);
+        self.start_due_health_checks(processes, now);
         self.sync_steering(processes);
         self.finish_if_stopped();
     }
@@ -63,7 +64,10 @@ impl Launcher {
             Phase::LbDrain { drain_at } => Some(drain_at),
             _ => None,
         };
-        let probes = self.workers.iter().filter_map(|w| w.probe_at);
+        let probes = self
+            .workers
+            .iter()
+            .filter_map(|w| w.probe_at.into_iter().chain(w.health_at).min());
         workers.chain(restarts).chain(lb_drain).chain(probes).min()
     }
 }

@@ -107,6 +107,7 @@ impl Launcher {
         }
         let worker = &mut self.workers[index];
         worker.phase = WorkerPhase::Ready;
+        worker.health_at = self.policy.health.map(|h| now + h.interval);
         let took = now.saturating_duration_since(worker.spawned_at);
         worker.ready_after = Some(took);
         debug!(
@@ -115,6 +116,8 @@ impl Launcher {
             took.as_millis()
         );
         let generation = worker.generation;
+        let slot = worker.slot;
+        self.retire_sick(processes, generation, slot, now);
         self.on_worker_ready(processes, generation, now);
         self.sync_steering(processes);
     }
@@ -158,6 +161,11 @@ impl Launcher {
             probe_at: None,
             probing: false,
             last_probe: None,
+            health_at: None,
+            checking: false,
+            health_failures: 0,
+            last_health: None,
+            sick: false,
         });
         Ok(())
     }

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+use super::probe_flags::{parse_ready, HealthArgs, ReadyArg};
 use super::{addresses, help_text, suggest};
+use crate::kernel::probes::HealthKind;
 
 use crate::kernel::worker_spec::{RunAs, WorkerSpec};
-use crate::launcher::{DrainMode, Policy, ReadyMode};
+use crate::launcher::{DrainMode, HealthPolicy, Policy, ReadyMode};
 
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Group, Uid, User};
@@ -150,6 +152,9 @@ pub struct Args {
     #[arg(long, value_name = "SECS")]
     pub watchdog: Option<f64>,
 
+    #[command(flatten)]
+    pub health: HealthArgs,
+
     /// Serve an HTTP admin endpoint on this address: GET /healthz (200 while every worker slot is
     /// served, 503 with the reason otherwise), /metrics (Prometheus), /status (JSON). `9900` means
     /// 127.0.0.1:9900; give `0.0.0.0:9900` or `[::]:9900` to reach it from other hosts [default: off]
@@ -216,34 +221,6 @@ fn parse_workers(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `--ready` values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadyArg {
-    Notify,
-    Listen,
-    Auto,
-    /// `http:PATH`
-    Http(String),
-}
-
-/// `--ready notify|listen|auto|http:PATH`.
-fn parse_ready(text: &str) -> Result<ReadyArg, String> {
-    match text {
-        "notify" => Ok(ReadyArg::Notify),
-        "listen" => Ok(ReadyArg::Listen),
-        "auto" => Ok(ReadyArg::Auto),
-        _ => match text.strip_prefix("http:") {
-            Some(path) if path.starts_with('/') && !path.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-                Ok(ReadyArg::Http(path.to_string()))
-            }
-            Some(path) => Err(format!(
-                "expected http:PATH with PATH starting with / and without spaces, such as http:/healthz (got {path:?})"
-            )),
-            None => Err("expected notify, listen, auto or http:PATH (such as http:/healthz)".into()),
-        },
-    }
-}
-
 /// `--steer` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SteerArg {
@@ -281,6 +258,8 @@ pub struct Config {
     pub ready: ReadyMode,
     /// `--ready http:PATH`: the PATH probed.
     pub ready_path: Option<String>,
+    /// `--health`: how ready workers are checked, and when one is replaced.
+    pub health: Option<(HealthKind, HealthPolicy)>,
     /// How workers are drained.
     pub drain: DrainMode,
     /// Set SO_REUSEPORT on workers' binds (seccomp user notification).
@@ -352,6 +331,7 @@ impl Config {
             ready: self.ready,
             drain: self.drain,
             lb_drain: self.lb_drain,
+            health: self.health.as_ref().map(|(_, policy)| *policy),
             steer,
             handover_grace: self.handover_grace,
         }
@@ -438,7 +418,12 @@ impl Config {
             ReadyArg::Http(path) => Some(path.clone()),
             _ => None,
         };
+        let health = args
+            .health
+            .resolve(sees_listeners, args.steer == SteerArg::Off, node_ipc)
+            .map_err(|e| bad(&e))?;
         Ok(Config {
+            health,
             ready_path,
             steer: args.steer,
             handover_grace: Duration::from_millis(args.handover_grace),

@@ -13,6 +13,7 @@ pub mod docs;
 pub mod help_text;
 pub mod logging;
 pub mod metrics;
+pub mod probe_flags;
 pub mod status;
 pub mod suggest;
 pub mod systemd;

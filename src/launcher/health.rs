@@ -1,0 +1,135 @@
+//! `--health http:PATH|ipc`: ready workers are checked every --health-interval; one that fails
+//! --health-failures checks in a row is replaced without losing capacity — its replacement starts in
+//! the same slot beside it, and only once that one is ready is the sick worker steered out and drained.
+//! Invariant: at most one check per worker is under way; a sick worker is checked no more, and it keeps
+//! receiving until its replacement is ready.
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use nix::unistd::Pid;
+
+use super::{describe, Check, Launcher, Phase, ProbeOutcome, Processes, WorkerPhase};
+
+impl Launcher {
+    /// Starts the health checks that are due.
+    pub(super) fn start_due_health_checks(&mut self, processes: &mut impl Processes, now: Instant) {
+        let Some(health) = self.policy.health else {
+            return;
+        };
+        for worker in &mut self.workers {
+            if worker.checking || worker.health_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            worker.health_at = None;
+            if worker.phase != WorkerPhase::Ready || worker.sick {
+                continue;
+            }
+            worker.checking = true;
+            processes.probe(worker.pid, Check::Health, health.timeout);
+        }
+    }
+
+    /// A health check of worker `pid` ended with `outcome`.
+    pub(super) fn on_health(
+        &mut self,
+        processes: &mut impl Processes,
+        pid: Pid,
+        outcome: ProbeOutcome,
+        now: Instant,
+    ) {
+        let Some(health) = self.policy.health else {
+            return;
+        };
+        let replaceable = matches!(self.phase, Phase::Serving | Phase::Reloading { .. });
+        let active = self.active;
+        let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
+            return;
+        };
+        worker.checking = false;
+        worker.last_health = Some((now, outcome.clone()));
+        if worker.phase != WorkerPhase::Ready || worker.sick {
+            return;
+        }
+        worker.health_at = Some(now + health.interval);
+        if outcome.passed() {
+            if worker.health_failures > 0 {
+                info!(
+                    "{}: health check passed again ({outcome})",
+                    describe(worker)
+                );
+            }
+            worker.health_failures = 0;
+            debug!("{}: health check {outcome}", describe(worker));
+            return;
+        }
+        worker.health_failures += 1;
+        let failures = worker.health_failures;
+        if failures < health.failures {
+            warn!(
+                "{}: health check failed: {outcome} ({failures}/{} in a row)",
+                describe(worker),
+                health.failures
+            );
+            return;
+        }
+        if !replaceable || worker.generation != active {
+            warn!(
+                "{}: health check failed: {outcome} ({failures} in a row); not replaced: {}",
+                describe(worker),
+                if replaceable {
+                    "not of the serving generation"
+                } else {
+                    "the launcher is starting or stopping"
+                }
+            );
+            return;
+        }
+        worker.sick = true;
+        worker.health_at = None;
+        let (generation, slot) = (worker.generation, worker.slot);
+        warn!(
+            "{}: health check failed: {outcome} ({failures} in a row, --health-failures {}); starting \
+             its replacement in slot {slot}, and it keeps serving until that one is ready",
+            describe(worker),
+            health.failures
+        );
+        if let Err(reason) = self.spawn_worker(processes, generation, slot, now) {
+            warn!("{reason}; the sick worker keeps serving, and the next check tries again");
+            if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {
+                worker.sick = false;
+                worker.health_failures = 0;
+                worker.health_at = Some(now + health.interval);
+            }
+        }
+    }
+
+    /// A worker of `generation` got ready in `slot`: the sick workers it replaces are steered out
+    /// (then drained once their queue is accepted), or drained at once when nothing was steered.
+    pub(super) fn retire_sick(
+        &mut self,
+        processes: &mut impl Processes,
+        generation: u32,
+        slot: usize,
+        now: Instant,
+    ) {
+        let sick: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.sick && w.generation == generation && w.slot == slot)
+            .filter(|w| w.phase == WorkerPhase::Ready)
+            .map(|w| w.pid)
+            .collect();
+        for pid in sick {
+            if let Some(worker) = self.workers.iter().find(|w| w.pid == pid) {
+                info!(
+                    "{}: its replacement is ready; steering it out",
+                    describe(worker)
+                );
+            }
+            if !self.steer_out(pid, now) {
+                self.drain(processes, pid, now);
+            }
+        }
+    }
+}
