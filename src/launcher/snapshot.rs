@@ -35,6 +35,20 @@ pub struct WorkerRow {
     pub receiving: Option<bool>,
     /// Connections waiting in its listeners' accept queues, when the launcher holds its listeners.
     pub accept_queue: Option<u32>,
+    /// `--health`: its last check; None before the first one ends.
+    pub health: Option<HealthRow>,
+}
+
+/// A worker's last health check, for `status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRow {
+    pub passed: bool,
+    /// What it answered or what failed: `answered 200`, `no answer within 2.0s`, ...
+    pub result: String,
+    /// How long ago it ended.
+    pub ago: Duration,
+    /// Failed checks in a row, this one included.
+    pub failures_in_a_row: u32,
 }
 
 impl Launcher {
@@ -64,6 +78,12 @@ impl Launcher {
                 status: w.status.clone(),
                 receiving: self.policy.steer.then(|| self.is_receiving(w.pid)),
                 accept_queue: processes.accept_queue(w.pid),
+                health: w.last_health.as_ref().map(|(at, outcome)| HealthRow {
+                    passed: outcome.passed(),
+                    result: outcome.to_string(),
+                    ago: now.saturating_duration_since(*at),
+                    failures_in_a_row: w.health_failures,
+                }),
             })
             .collect();
         workers.sort_by_key(|w| (w.generation, w.slot, w.pid));

@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 mod health_and_lb_drain;
+mod health_checks;
 mod http_ready;
 
 #[derive(Default)]
@@ -30,6 +31,8 @@ struct FakeProcesses {
     killed_strays: Vec<Pid>,
     /// Every probe started, in order.
     probes: Vec<Pid>,
+    /// Every health check started, in order.
+    health_checks: Vec<Pid>,
 }
 
 impl Processes for FakeProcesses {
@@ -71,8 +74,11 @@ impl Processes for FakeProcesses {
     fn left_behind(&mut self, _exited: Pid, _workers: &[Pid]) -> Vec<Pid> {
         self.strays.clone()
     }
-    fn probe(&mut self, worker: Pid, _timeout: Duration) {
-        self.probes.push(worker);
+    fn probe(&mut self, worker: Pid, check: Check, _timeout: Duration) {
+        match check {
+            Check::Ready => self.probes.push(worker),
+            Check::Health => self.health_checks.push(worker),
+        }
     }
     fn kill_left_behind(&mut self, pids: &[Pid]) {
         self.killed_strays.extend_from_slice(pids);

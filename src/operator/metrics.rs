@@ -261,6 +261,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(slot, &state)| crate::launcher::WorkerRow {
+                    health: None,
                     generation: active,
                     slot,
                     pid: 100 + slot as i32,

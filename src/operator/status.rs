@@ -14,7 +14,7 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}",
+        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}  HEALTH",
         "GEN", "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "READY IN", "RECEIVING", "QUEUE"
     );
     for w in &snapshot.workers {
@@ -29,9 +29,19 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
         let queue = w
             .accept_queue
             .map_or_else(|| "-".to_string(), |q| q.to_string());
+        let health = match &w.health {
+            None => "-".to_string(),
+            Some(h) if h.passed => format!("ok ({}) {} ago", h.result, human_duration(h.ago)),
+            Some(h) => format!(
+                "FAILED {} in a row ({}) {} ago",
+                h.failures_in_a_row,
+                h.result,
+                human_duration(h.ago)
+            ),
+        };
         let _ = writeln!(
             out,
-            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}",
+            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}  {health}",
             w.generation,
             w.slot,
             w.pid,
@@ -68,7 +78,7 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
         .iter()
         .map(|w| {
             format!(
-                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{},"receiving":{},"accept_queue":{}}}"#,
+                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{},"receiving":{},"accept_queue":{},"health":{}}}"#,
                 w.generation,
                 w.slot,
                 w.pid,
@@ -78,7 +88,14 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
                                 w.ready_after.map_or_else(|| "null".to_string(), |d| d.as_millis().to_string()),
                 w.status.as_deref().map_or_else(|| "null".to_string(), json_string),
                 w.receiving.map_or_else(|| "null".to_string(), |r| r.to_string()),
-                w.accept_queue.map_or_else(|| "null".to_string(), |q| q.to_string())
+                w.accept_queue.map_or_else(|| "null".to_string(), |q| q.to_string()),
+                w.health.as_ref().map_or_else(|| "null".to_string(), |h| format!(
+                    r#"{{"ok":{},"result":{},"ago_ms":{},"failures_in_a_row":{}}}"#,
+                    h.passed,
+                    json_string(&h.result),
+                    h.ago.as_millis(),
+                    h.failures_in_a_row
+                ))
             )
         })
         .collect();

@@ -33,7 +33,7 @@ fn a_worker_is_probed_once_it_listens_and_ready_only_on_2xx() {
     l.on_listening(&mut p, gen1[0], t0);
     l.on_listening(&mut p, gen1[0], t0);
     assert_eq!(p.probes, [gen1[0]], "one probe at a time");
-    l.on_probe(&mut p, gen1[0], answered(503), t0);
+    l.on_probe(&mut p, gen1[0], Check::Ready, answered(503), t0);
     assert_eq!(l.next_deadline().unwrap(), t0 + PROBE_RETRY_INTERVAL);
     l.on_timers(&mut p, t0 + PROBE_RETRY_INTERVAL / 2);
     assert_eq!(p.probes.len(), 1, "not before the retry interval");
@@ -42,6 +42,7 @@ fn a_worker_is_probed_once_it_listens_and_ready_only_on_2xx() {
     l.on_probe(
         &mut p,
         gen1[0],
+        Check::Ready,
         ProbeOutcome::Failed("refused".into()),
         t0 + PROBE_RETRY_INTERVAL,
     );
@@ -49,6 +50,7 @@ fn a_worker_is_probed_once_it_listens_and_ready_only_on_2xx() {
     l.on_probe(
         &mut p,
         gen1[0],
+        Check::Ready,
         answered(204),
         t0 + 2 * PROBE_RETRY_INTERVAL,
     );
@@ -57,6 +59,7 @@ fn a_worker_is_probed_once_it_listens_and_ready_only_on_2xx() {
     l.on_probe(
         &mut p,
         gen1[1],
+        Check::Ready,
         answered(200),
         t0 + 2 * PROBE_RETRY_INTERVAL,
     );
@@ -75,7 +78,7 @@ fn a_worker_whose_probe_never_passes_fails_the_reload_and_the_old_generation_kee
     let gen1 = pids_of(&p, 1);
     for &pid in &gen1 {
         l.on_listening(&mut p, pid, t0);
-        l.on_probe(&mut p, pid, answered(200), t0);
+        l.on_probe(&mut p, pid, Check::Ready, answered(200), t0);
     }
     assert_eq!(l.phase(), &Phase::Serving);
     l.request_reload(&mut p, t0);
@@ -86,7 +89,7 @@ fn a_worker_whose_probe_never_passes_fails_the_reload_and_the_old_generation_kee
     }
     while now < t0 + 6 * SEC {
         for &pid in &gen2 {
-            l.on_probe(&mut p, pid, answered(503), now);
+            l.on_probe(&mut p, pid, Check::Ready, answered(503), now);
         }
         now += PROBE_RETRY_INTERVAL;
         l.on_timers(&mut p, now);
