@@ -88,7 +88,11 @@ fn a_worker_failing_n_checks_in_a_row_is_replaced_beside_it_and_steered_out_once
     // The sick worker is no longer checked; its neighbour still is.
     let t1 = t0 + 6 * INTERVAL;
     l.on_timers(&mut p, t1 + SEC / 2);
-    assert_eq!(p.receiving(), [sick, neighbour], "the sick worker serves until then");
+    assert_eq!(
+        p.receiving(),
+        [sick, neighbour],
+        "the sick worker serves until then"
+    );
     ready(&mut l, &mut p, &[replacement], t1 + SEC);
     assert_eq!(p.receiving(), [neighbour, replacement]);
     let checks_before = p.health_checks.len();
