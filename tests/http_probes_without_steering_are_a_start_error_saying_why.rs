@@ -1,6 +1,6 @@
-//! `--ready http:PATH` without steering is refused at start (exit 2) with the reason — a probe cannot
-//! choose its worker, so an old worker could answer for a new one — and so is a PATH that is not one;
-//! no worker is started.
+//! `--ready http:PATH` and `--health http:PATH` without steering are refused at start (exit 2) with the
+//! reason — a probe cannot choose its worker, so an old worker could answer for a new one — and so are a
+//! PATH that is not one and `--health ipc` without the Node IPC channel; no worker is started.
 
 mod support;
 
@@ -19,7 +19,7 @@ fn run(dir: &TempDir, args: &[&str]) -> (Option<i32>, String) {
 }
 
 #[test]
-fn ready_http_without_steering_is_a_start_error_saying_why() {
+fn http_probes_without_steering_are_a_start_error_saying_why() {
     private_netns(true);
     let dir = TempDir::new("ready_http_needs_steering");
     let port = free_port().to_string();
