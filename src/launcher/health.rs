@@ -43,6 +43,7 @@ impl Launcher {
         };
         let replaceable = matches!(self.phase, Phase::Serving | Phase::Reloading { .. });
         let active = self.active;
+        let on_probation = self.probation_generation();
         let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };
@@ -85,9 +86,16 @@ impl Launcher {
             );
             return;
         }
+        let (generation, slot) = (worker.generation, worker.slot);
+        if on_probation == Some(generation) {
+            let reason = format!(
+                "{} failed {failures} health checks in a row (last: {outcome})",
+                super::describe(worker)
+            );
+            return self.roll_back(processes, reason, now);
+        }
         worker.sick = true;
         worker.health_at = None;
-        let (generation, slot) = (worker.generation, worker.slot);
         warn!(
             "{}: health check failed: {outcome} ({failures} in a row, --health-failures {}); starting \
              its replacement in slot {slot}, and it keeps serving until that one is ready",

@@ -16,6 +16,7 @@ mod events;
 mod health;
 mod lifecycle;
 mod policy;
+mod probation;
 mod probes;
 mod processes;
 mod rate_limit;
@@ -65,6 +66,8 @@ pub struct Launcher {
     announcements: Vec<Announcement>,
     /// The workers whose listeners receive new connections, as last handed to `Processes::steer`.
     steered: Vec<Pid>,
+    /// `--probation`: the reload whose old generation is kept as a spare.
+    probation: Option<probation::Probation>,
 }
 
 impl Launcher {
@@ -84,6 +87,7 @@ impl Launcher {
             last_reload: None,
             announcements: Vec::new(),
             steered: Vec::new(),
+            probation: None,
         }
     }
 

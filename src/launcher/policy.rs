@@ -27,6 +27,9 @@ pub struct Policy {
     /// On stop, how long every worker keeps serving while the health check already says 503, so a
     /// load balancer stops sending before the drain begins (`--lb-drain`; zero: drain at once).
     pub lb_drain: Duration,
+    /// `--probation`: how long a reload's old generation is kept alive (receiving nothing) after the
+    /// new one is ready, to roll back to; zero: off.
+    pub probation: Duration,
     /// `--health`: ready workers are checked every `interval`; None: off.
     pub health: Option<HealthPolicy>,
 }

@@ -24,6 +24,13 @@ impl Launcher {
     /// number of the reload that will carry out this request (None while stopping).
     pub fn request_reload(&mut self, processes: &mut impl Processes, now: Instant) -> Option<u64> {
         match self.phase {
+            Phase::Serving if self.probation.is_some() => {
+                if !self.reload_queued {
+                    info!("reload requested while generation {} is on probation; it follows the probation", self.active);
+                }
+                self.reload_queued = true;
+                Some(self.reloads_started + 1)
+            }
             Phase::Serving => {
                 self.start_reload(processes, now);
                 Some(self.reloads_started)
@@ -52,7 +59,7 @@ impl Launcher {
         if workers == 0 {
             return Err("cannot scale to 0 workers; use stop to stop the service".into());
         }
-        if self.phase != Phase::Serving {
+        if self.phase != Phase::Serving || self.probation.is_some() {
             return Err(format!(
                 "cannot scale now ({}); try again when the reload has ended",
                 self.status_line()
@@ -103,29 +110,17 @@ impl Launcher {
         self.slots = vec![Slot::default(); self.policy.workers];
         self.phase = Phase::Serving;
         if let Some(old) = previous {
+            if self.start_probation(old, requested, now) {
+                self.announce_status();
+                return;
+            }
             let result = ReloadResult::Succeeded { generation, took };
             self.last_reload = Some(result.clone());
             self.announcements.push(Announcement::ReloadEnded {
                 seq: self.reloads_started,
                 result,
             });
-            let old_pids: Vec<Pid> = self
-                .workers
-                .iter()
-                .filter(|w| w.generation == old)
-                .map(|w| w.pid)
-                .collect();
-            info!("generation {old}: stopping {} workers", old_pids.len());
-            for pid in old_pids {
-                self.stop_worker(processes, pid, now);
-            }
-            self.retiring.push(Retiring {
-                generation: old,
-                successor: generation,
-                reload_requested: requested,
-                signalled: now,
-            });
-            self.retire_if_gone(old, now);
+            self.stop_generation(processes, old, generation, requested, now);
         } else {
             self.announcements.push(Announcement::Ready);
         }

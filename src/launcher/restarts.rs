@@ -81,6 +81,12 @@ impl Launcher {
             {
                 self.fail_start(processes, format!("{name} exited with {reason} right after generation 1 started{left}"), now);
             }
+            _ if self.is_on_probation(worker.generation) => {
+                self.roll_back(processes, format!("{name} exited with {reason}{left}"), now);
+            }
+            _ if self.is_probation_spare(worker.generation) => {
+                warn!("{name} exited with {reason}{left}; generation {} is on probation, and a roll-back would restart its slot", self.active);
+            }
             _ if worker.generation == self.active => self.schedule_restart(&worker, reason, &left, now),
             _ => error!("{name} exited with {reason} in an unexpected state; this is a bug in reuseport-launch"),
         }

@@ -140,6 +140,10 @@ impl Launcher {
             self.active, ready, self.policy.workers
         );
         match (&self.phase, &self.last_reload) {
+            (Phase::Serving, _) if self.probation.is_some() => {
+                let old = self.probation.as_ref().map_or(0, |p| p.old);
+                format!("{base}; on probation (--probation), gen {old} kept to roll back to")
+            }
             (Phase::Starting, _) => {
                 format!("gen 1 starting: {}/{} ready", ready, self.policy.workers)
             }

@@ -21,6 +21,7 @@ impl Launcher {
     /// active generation serves; a second request skips that wait, and one during the drain kills at
     /// once.
     pub fn request_stop(&mut self, processes: &mut impl Processes, now: Instant) {
+        self.probation = None;
         match self.phase {
             Phase::Serving | Phase::Reloading { .. } if !self.policy.lb_drain.is_zero() => {
                 self.start_lb_drain(processes, now)

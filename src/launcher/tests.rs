@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 mod health_and_lb_drain;
 mod health_checks;
 mod http_ready;
+mod probation;
 
 #[derive(Default)]
 struct FakeProcesses {
@@ -106,6 +107,7 @@ fn policy() -> Policy {
         drain: DrainMode::Auto,
         lb_drain: Duration::ZERO,
         health: None,
+        probation: Duration::ZERO,
         steer: false,
         handover_grace: Duration::from_millis(100),
     }

@@ -30,6 +30,7 @@ impl Launcher {
             match self.phase {
                 Phase::Starting => self.fail_start(processes, reason, now),
                 Phase::Reloading { next, .. } if late.generation == next => self.fail_reload(processes, reason, now),
+                _ if self.is_on_probation(late.generation) => self.roll_back(processes, reason, now),
                 _ => self.replace(processes, &late, &reason, now),
             }
         }
@@ -42,6 +43,7 @@ impl Launcher {
             );
             self.replace(processes, &silent, &reason, now);
         }
+        self.end_probation_if_due(processes, now);
         self.restart_due(processes, now);
         self.start_due_probes(processes, now);
         self.start_due_health_checks(processes, now);
@@ -68,6 +70,11 @@ impl Launcher {
             .workers
             .iter()
             .filter_map(|w| w.probe_at.into_iter().chain(w.health_at).min());
-        workers.chain(restarts).chain(lb_drain).chain(probes).min()
+        workers
+            .chain(restarts)
+            .chain(lb_drain)
+            .chain(probes)
+            .chain(self.probation_deadline())
+            .min()
     }
 }

@@ -260,6 +260,8 @@ pub struct Config {
     pub ready_path: Option<String>,
     /// `--health`: how ready workers are checked, and when one is replaced.
     pub health: Option<(HealthKind, HealthPolicy)>,
+    /// `--probation`: how long a reload's old generation is kept to roll back to.
+    pub probation: Duration,
     /// How workers are drained.
     pub drain: DrainMode,
     /// Set SO_REUSEPORT on workers' binds (seccomp user notification).
@@ -332,6 +334,7 @@ impl Config {
             drain: self.drain,
             lb_drain: self.lb_drain,
             health: self.health.as_ref().map(|(_, policy)| *policy),
+            probation: self.probation,
             steer,
             handover_grace: self.handover_grace,
         }
@@ -423,6 +426,7 @@ impl Config {
             .resolve(sees_listeners, args.steer == SteerArg::Off, node_ipc)
             .map_err(|e| bad(&e))?;
         Ok(Config {
+            probation: args.health.probation().map_err(|e| bad(&e))?,
             health,
             ready_path,
             steer: args.steer,

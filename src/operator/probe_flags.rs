@@ -79,9 +79,26 @@ pub struct HealthArgs {
     /// Failed health checks in a row that get a worker replaced
     #[arg(long, value_name = "N", default_value = "3")]
     pub health_failures: u32,
+
+    /// After a reload's new generation is ready, keep the old one alive (receiving nothing, not
+    /// signalled) this many seconds; a new worker that exits or fails its health checks meanwhile
+    /// rolls the reload back to it at once; 0: off
+    #[arg(long, value_name = "SECS", default_value = "0")]
+    pub probation: f64,
 }
 
 impl HealthArgs {
+    /// `--probation`, validated.
+    pub fn probation(&self) -> Result<Duration, String> {
+        match self.probation {
+            0.0 => Ok(Duration::ZERO),
+            secs if secs > 0.0 && secs <= MAX_HEALTH_SECS => Ok(Duration::from_secs_f64(secs)),
+            secs => Err(format!(
+                "--probation {secs}: expected seconds from 0 to {MAX_HEALTH_SECS}"
+            )),
+        }
+    }
+
     /// The checks, validated: `sees_listeners` (injection or --listen: the launcher holds copies of
     /// the workers' listeners), `steer_off` (--steer off), `node_ipc` (workers have an IPC channel).
     pub fn resolve(
@@ -156,6 +173,7 @@ mod tests {
             health_interval: 10.0,
             health_timeout: 2.0,
             health_failures: 3,
+            probation: 0.0,
         };
         let http = args(HealthKind::Http("/h".into()));
         assert!(http

@@ -12,10 +12,21 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
         std::process::id(),
         snapshot.status_line
     );
+    // The HEALTH column only with --health (once a check has ended): the table stays as it was without.
+    let checked = snapshot.workers.iter().any(|w| w.health.is_some());
     let _ = writeln!(
         out,
-        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}  HEALTH",
-        "GEN", "SLOT", "PID", "STATE", "UPTIME", "RESTARTS", "READY IN", "RECEIVING", "QUEUE"
+        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{}",
+        "GEN",
+        "SLOT",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "RESTARTS",
+        "READY IN",
+        "RECEIVING",
+        "QUEUE",
+        if checked { "  HEALTH" } else { "" }
     );
     for w in &snapshot.workers {
         let ready = w
@@ -30,10 +41,11 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
             .accept_queue
             .map_or_else(|| "-".to_string(), |q| q.to_string());
         let health = match &w.health {
-            None => "-".to_string(),
-            Some(h) if h.passed => format!("ok ({}) {} ago", h.result, human_duration(h.ago)),
+            _ if !checked => String::new(),
+            None => "  -".to_string(),
+            Some(h) if h.passed => format!("  ok ({}) {} ago", h.result, human_duration(h.ago)),
             Some(h) => format!(
-                "FAILED {} in a row ({}) {} ago",
+                "  FAILED {} in a row ({}) {} ago",
                 h.failures_in_a_row,
                 h.result,
                 human_duration(h.ago)
@@ -41,7 +53,7 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
         };
         let _ = writeln!(
             out,
-            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}  {health}",
+            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{health}",
             w.generation,
             w.slot,
             w.pid,
