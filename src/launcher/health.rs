@@ -17,12 +17,14 @@ impl Launcher {
         let Some(health) = self.policy.health else {
             return;
         };
+        let active = self.active;
         for worker in &mut self.workers {
             if worker.checking || worker.health_at.is_none_or(|at| at > now) {
                 continue;
             }
             worker.health_at = None;
-            if worker.phase != WorkerPhase::Ready || worker.sick {
+            // Only the serving generation: a probation's spare is checked again if it serves again.
+            if worker.phase != WorkerPhase::Ready || worker.sick || worker.generation != active {
                 continue;
             }
             worker.checking = true;

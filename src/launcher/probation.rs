@@ -115,6 +115,10 @@ impl Launcher {
         warn!("reload to generation {} failed: {reason}", p.new);
         self.active = p.old;
         self.slots = vec![Slot::default(); self.policy.workers];
+        let health = self.policy.health;
+        for worker in self.workers.iter_mut().filter(|w| w.generation == p.old) {
+            worker.health_at = health.map(|h| now + h.interval);
+        }
         // A spare that died meanwhile leaves its slot to the crash restarts.
         for slot in 0..self.policy.workers {
             let alive = self

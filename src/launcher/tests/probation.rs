@@ -95,3 +95,64 @@ fn a_new_worker_exiting_on_probation_rolls_back_to_the_same_old_workers() {
     assert!(l.status_line().contains("failed"), "{}", l.status_line());
     assert_eq!(l.phase(), &Phase::Serving);
 }
+
+#[test]
+fn a_new_worker_failing_its_health_checks_on_probation_rolls_back_and_the_spare_is_not_checked() {
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let interval = Duration::from_millis(500);
+    let mut l = Launcher::new(
+        Policy {
+            steer: true,
+            probation: PROBATION,
+            health: Some(HealthPolicy {
+                interval,
+                timeout: SEC,
+                failures: 2,
+            }),
+            ..policy()
+        },
+        t0,
+    );
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    ready(&mut l, &mut p, &gen1, t0);
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    ready(&mut l, &mut p, &gen2, t0);
+    let failed = ProbeOutcome::TimedOut(SEC);
+    for round in 1..=2 {
+        let before = p.health_checks.len();
+        l.on_timers(&mut p, t0 + round * interval);
+        let checked = p.health_checks[before..].to_vec();
+        assert!(
+            checked.iter().all(|pid| gen2.contains(pid)),
+            "the spare is not checked: {checked:?}"
+        );
+        for pid in checked {
+            l.on_probe(
+                &mut p,
+                pid,
+                Check::Health,
+                failed.clone(),
+                t0 + round * interval,
+            );
+        }
+    }
+    assert_eq!(
+        p.receiving(),
+        gen1,
+        "rolled back on the second failed check"
+    );
+    let Some(ReloadResult::Failed { reason, .. }) = reload_result(&mut l) else {
+        panic!("the reload is not reported failed");
+    };
+    assert!(
+        reason.contains("failed 2 health checks in a row (last: no answer within 1.0s)"),
+        "{reason}"
+    );
+    assert!(
+        pids_of(&p, 2).len() == 2,
+        "no replacement is started on probation"
+    );
+}
