@@ -4,7 +4,8 @@
 //! reads the address (process_vm_readv), takes a copy of the socket (pidfd_getfd), sets SO_REUSEPORT on
 //! it and lets the real bind run (SECCOMP_USER_NOTIF_FLAG_CONTINUE). Every error fails open: the bind
 //! runs unchanged and the reason is logged. A copy of a stream socket is kept only until the worker
-//! listens on it (that is the `listen` readiness signal) and never after the worker is gone.
+//! listens on it (that is the `listen` readiness signal; a listen backlog below 1024 is then raised to
+//! 1024) and never after the worker is gone.
 
 use std::io::{self, IoSliceMut};
 use std::mem::{size_of, zeroed};
@@ -19,6 +20,7 @@ use nix::sys::socket::{
 use nix::unistd::Pid;
 
 use super::pidfd;
+use super::steering::queue;
 
 /// The architecture whose syscall numbers the filter checks; other ABIs (i386, x32) bind unchanged.
 #[cfg(target_arch = "x86_64")]
@@ -29,6 +31,9 @@ const AUDIT_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
 const MAX_SOCKADDR: usize = 128;
 /// Notifications handled per wake-up and worker, so one busy worker cannot starve the loop.
 const MAX_BINDS_PER_DRAIN: usize = 64;
+/// The smallest listen backlog an injected listener keeps: the launcher's own `--listen` sockets use
+/// the same, and the kernel caps it at net.core.somaxconn.
+const MIN_LISTEN_BACKLOG: u32 = 1024;
 
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
@@ -303,6 +308,19 @@ impl BindWatch {
         if !self.listening && self.sockets.iter().any(is_listening) {
             self.listening = true;
             self.sockets.retain(is_listening);
+            for copy in &self.sockets {
+                match queue::raise_backlog(copy.as_fd(), MIN_LISTEN_BACKLOG) {
+                    Ok(Some(was)) => debug!(
+                        "worker pid {}: listen backlog raised from {was} to {MIN_LISTEN_BACKLOG}",
+                        self.worker
+                    ),
+                    Ok(None) => {}
+                    Err(e) => debug!(
+                        "worker pid {}: listen backlog left as it is: {e}",
+                        self.worker
+                    ),
+                }
+            }
         }
         self.listening
     }

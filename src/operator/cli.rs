@@ -81,11 +81,12 @@ pub struct Args {
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
     pub ready: ReadyArg,
 
-    /// How a worker is drained: by its stop signal, by closing its listener first, or auto
+    /// How a worker is drained: by its stop signal, by waiting for its connections to end first, or auto
     ///
-    /// `signal` (the stop signal; the server drains itself), `listener` (take its listener out of the
-    /// port's group, wait until its connections end, then the stop signal), `auto` (listener for servers
-    /// that do not speak sd_notify, signal for those that do)
+    /// `signal` (the stop signal; the server drains itself), `listener` (new connections kept away from
+    /// its listener — steered away, or without steering its listener taken out of the port's group —,
+    /// wait until its connections end, then the stop signal), `auto` (listener for servers that do not
+    /// speak sd_notify, signal for those that do)
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub drain: DrainArg,
 
@@ -136,15 +137,19 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Who chooses the worker of each new connection: `on` (the launcher, with a reuseport eBPF program:
-    /// only ready workers of the serving generation receive, a reload hands over without a reset and
-    /// strangers on the port get nothing; needs root), `off` (the kernel's hash over every socket of the
-    /// port), `auto` (on when the launcher may load the program, else off with a log line saying why)
+    /// Who chooses the worker of each new connection: the launcher (reuseport eBPF, root), the kernel, or auto
+    ///
+    /// `on`: the launcher, with a reuseport eBPF program (only ready workers of the serving generation
+    /// receive, a reload hands over without a reset and strangers on the port get nothing; needs root).
+    /// `off`: the kernel's hash over every socket of the port. `auto`: on when the launcher may load the
+    /// program, else off with a log line saying why
     #[arg(long, value_enum, value_name = "MODE", default_value = "auto")]
     pub steer: SteerArg,
 
-    /// With steering: milliseconds an old worker keeps its listener after its accept queue is empty,
-    /// for handshakes still under way when it was steered out (about one SYN-ACK round trip)
+    /// With steering: milliseconds an old worker keeps its listener after it was steered out
+    ///
+    /// It is drained once its accept queue is empty and this grace has passed, for handshakes still
+    /// under way when it was steered out (about one SYN-ACK round trip of your clients)
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_HANDOVER_GRACE_MS)]
     pub handover_grace: u64,
 

@@ -1,6 +1,6 @@
-//! How many connections wait in a listener's accept queue, read from TCP_INFO. Invariant: it
-//! only reads socket state, so any copy of a listener's fd (e.g. one taken with pidfd_getfd)
-//! answers for the socket itself.
+//! A listener's accept queue: how many connections wait in it, read from TCP_INFO, and how many it
+//! may hold (the listen backlog), which the launcher raises for servers that ask for a tiny one.
+//! Invariant: any copy of a listener's fd (e.g. one taken with pidfd_getfd) acts on the socket itself.
 
 use std::io;
 use std::mem::size_of;
@@ -48,6 +48,22 @@ pub fn accept_queue_depth(listener: BorrowedFd<'_>) -> io::Result<u32> {
         ));
     }
     Ok(info.unacked)
+}
+
+/// Raises the listen backlog of `listener` to `at_least` when it is smaller (listen(2) again on a
+/// listening socket only changes its backlog); returns the backlog it had, None when it was enough.
+/// A server's tiny backlog (python's socketserver asks for 5) makes the kernel drop SYNs when all new
+/// connections move to a just-started generation at once; clients then wait a 1 s SYN retransmit.
+pub fn raise_backlog(listener: BorrowedFd<'_>, at_least: u32) -> io::Result<Option<u32>> {
+    let info = tcp_info(listener)?;
+    if info.state != TCP_LISTEN || info.sacked >= at_least {
+        return Ok(None);
+    }
+    // SAFETY: listen(2) on a descriptor we own a copy of; it touches no memory of ours.
+    if unsafe { libc::listen(listener.as_raw_fd(), at_least as libc::c_int) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Some(info.sacked))
 }
 
 fn tcp_info(socket: BorrowedFd<'_>) -> io::Result<TcpInfoPrefix> {
