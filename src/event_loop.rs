@@ -112,6 +112,14 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
              drop {flag}"
         ));
     }
+    if !config.probation.is_zero() && !steer {
+        return Err(
+            "--probation needs steering, and steering is off (see above): without it the old generation \
+             kept for the roll-back would still get a share of the port's new connections. Run the \
+             launcher as root, or drop --probation"
+                .into(),
+        );
+    }
     io.supervisor
         .enable_probes(config.ready_path.clone(), health);
     sysctl::report_migrate_req(steer);
