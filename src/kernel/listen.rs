@@ -6,6 +6,7 @@
 //! its copies only while the worker lives and only to drain it; it never keeps a port open for a worker
 //! that is gone.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -16,7 +17,7 @@ use nix::libc;
 use nix::unistd::Pid;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use super::process_tree;
+use super::{process_tree, sock_diag, socket_fds};
 
 /// The first fd of the socket-activation protocol (SD_LISTEN_FDS_START): 0-2 are stdio.
 pub const LISTEN_FDS_START: RawFd = 3;
@@ -153,63 +154,24 @@ fn explain(address: SocketAddr, error: io::Error) -> io::Error {
 }
 
 /// The pid and command line of a process holding a TCP socket in LISTEN state on `port`: the socket's
-/// inode from /proc/net/tcp{,6}, then the process whose fd table has it. None when it cannot be seen
-/// (another network namespace, or a process we may not inspect).
+/// inode from sock_diag, then the process whose fd table has it. None when it cannot be seen (another
+/// network namespace, or a process we may not inspect).
 pub fn find_holder(port: u16) -> Option<(i32, String)> {
-    let inodes: Vec<u64> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|table| std::fs::read_to_string(table).ok())
-        .flat_map(|text| listening_inodes(&text, port))
+    let inodes: HashSet<u64> = sock_diag::tcp_sockets(sock_diag::LISTEN)
+        .ok()?
+        .into_iter()
+        .filter(|s| s.local_port == port)
+        .map(|s| s.inode)
         .collect();
     if inodes.is_empty() {
         return None;
     }
-    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    let me = std::process::id() as i32;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .ok()
-                .and_then(|t| t.to_str().map(|t| wanted.iter().any(|w| w == t)))
-                .unwrap_or(false)
-        });
-        if holds {
-            return Some((pid, process_tree::command_line(Pid::from_raw(pid))));
-        }
-    }
-    None
-}
-
-/// Inodes of the LISTEN rows (state 0A) on `port` in one /proc/net/tcp{,6} table.
-fn listening_inodes(table: &str, port: u16) -> Vec<u64> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|row| {
-            let fields: Vec<&str> = row.split_whitespace().collect();
-            let local_port = fields
-                .get(1)?
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
-            (local_port == port && *fields.get(3)? == "0A")
-                .then(|| fields.get(9)?.parse().ok())
-                .flatten()
-        })
-        .filter(|&inode| inode != 0)
-        .collect()
+    let me = Pid::this();
+    process_tree::all_pids()
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .find(|&pid| !socket_fds::socket_inodes(pid).is_disjoint(&inodes))
+        .map(|pid| (pid.as_raw(), process_tree::command_line(pid)))
 }
 
 /// Between fork and exec: puts `sockets[i]` at fd 3+i, without close-on-exec. The sources all sit at or
@@ -451,16 +413,6 @@ mod tests {
         assert_eq!(&out[..1], b"0");
         assert_eq!(format_pid(u32::MAX, &mut out), 10);
         assert_eq!(&out, b"4294967295");
-    }
-
-    #[test]
-    fn listen_rows_are_found_by_port_and_state() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0\n\
-   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0\n\
-   2: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0\n";
-        assert_eq!(listening_inodes(table, 8080), vec![4242]);
-        assert!(listening_inodes(table, 9999).is_empty());
     }
 
     #[test]
