@@ -528,7 +528,7 @@ impl Processes for Supervisor {
         router.steer(&listeners);
     }
 
-    fn accept_queue(&mut self, worker: Pid) -> Option<u32> {
+    fn queued(&mut self, worker: Pid) -> Option<u32> {
         let listeners = self.listeners(worker);
         if listeners.is_empty() {
             return None;
@@ -536,7 +536,7 @@ impl Processes for Supervisor {
         Some(
             listeners
                 .into_iter()
-                .filter_map(|l| queue::accept_queue_depth(l).ok())
+                .filter_map(|l| queue::waiting(l).ok())
                 .sum(),
         )
     }

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use super::{describe, Launcher, Phase, Processes, WorkerPhase};
 
-/// How often a steered-out worker's accept queues are looked at: one getsockopt per listener, and a
+/// How often a steered-out worker's queues are looked at: one getsockopt (or peek) per socket, and a
 /// handover waits for at most a few of these.
 const HANDOVER_CHECK_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -72,7 +72,7 @@ impl Launcher {
         true
     }
 
-    /// Steered-out workers whose accept queues are empty once the grace has passed are drained; one
+    /// Steered-out workers whose queues (accept queues; UDP receive queues) are empty once the grace has passed are drained; one
     /// whose queue never empties is drained after --stop-timeout anyway.
     pub(super) fn finish_handovers(&mut self, processes: &mut impl Processes, now: Instant) {
         let due: Vec<(Pid, Instant)> = self
@@ -86,7 +86,7 @@ impl Launcher {
             })
             .collect();
         for (pid, since) in due {
-            let queued = processes.accept_queue(pid).unwrap_or(0);
+            let queued = processes.queued(pid).unwrap_or(0);
             let overdue = now >= since + self.policy.stop_timeout;
             if queued > 0 && !overdue {
                 if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {

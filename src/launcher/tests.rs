@@ -64,7 +64,7 @@ impl Processes for FakeProcesses {
     fn steer(&mut self, receiving: &[Pid]) {
         self.steered.push(receiving.to_vec());
     }
-    fn accept_queue(&mut self, worker: Pid) -> Option<u32> {
+    fn queued(&mut self, worker: Pid) -> Option<u32> {
         Some(
             self.queued
                 .iter()

@@ -1,5 +1,6 @@
 //! Steering for every reuseport group the workers listen in: one `SteeringGroup` (maps and program)
-//! per local address, port and family, fed with the listeners of the workers that should receive.
+//! per local address, port, family and protocol (a TCP and a UDP socket on one address and port are
+//! two groups to the kernel), fed with the serving sockets of the workers that should receive.
 //! Invariant: a group's table only ever names sockets handed to the last `steer` call; a group none of
 //! whose sockets is wanted any more falls back to the kernel's hash (it never refuses connections).
 
@@ -21,12 +22,14 @@ use super::strangers::{self, Stranger};
 /// change of the receiving set: rarely, so an idle launcher stays idle.
 const STRANGER_SCAN_INTERVAL: Duration = Duration::from_secs(60);
 
-/// One reuseport group: sockets join the same group only with the same local address and port (and
-/// family, which the address carries) and the same IPV6_V6ONLY.
+/// One reuseport group: sockets join the same group only with the same protocol, local address and
+/// port (and family, which the address carries) and the same IPV6_V6ONLY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct GroupKey {
     address: SocketAddr,
     v6only: bool,
+    /// UDP (SOCK_DGRAM) rather than TCP.
+    datagram: bool,
 }
 
 impl GroupKey {
@@ -34,7 +37,19 @@ impl GroupKey {
         let socket = SockRef::from(&socket);
         let address = socket.local_addr().ok()?.as_socket()?;
         let v6only = address.is_ipv6() && socket.only_v6().unwrap_or(false);
-        Some(GroupKey { address, v6only })
+        let datagram = socket.r#type().ok()? == socket2::Type::DGRAM;
+        Some(GroupKey {
+            address,
+            v6only,
+            datagram,
+        })
+    }
+}
+
+impl std::fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let protocol = if self.datagram { "udp" } else { "tcp" };
+        write!(f, "{protocol} {}", self.address)
     }
 }
 
@@ -89,7 +104,7 @@ impl Router {
         if let Some(Err(why)) = self.groups.get_mut(&key).map(|g| g.end_probe(source_port)) {
             warn!(
                 "unable to end the probe from port {source_port} on {}: {why}",
-                key.address
+                key
             );
         }
     }
@@ -113,7 +128,7 @@ impl Router {
                     Err(why) => {
                         warn!(
                             "unable to steer {}: {why}; the kernel's hash chooses the worker there",
-                            key.address
+                            key
                         );
                         continue;
                     }
@@ -122,15 +137,12 @@ impl Router {
             // The program belongs to the group, and a group re-created after all its sockets closed
             // needs it again: attach it to a socket of the group that is listening, every time.
             if let Err(why) = group.attach(sockets[0].1) {
-                warn!(
-                    "unable to attach the steering program to {}: {why}",
-                    key.address
-                );
+                warn!("unable to attach the steering program to {}: {why}", key);
             }
             if let Err(why) = group.set_receiving(sockets) {
                 warn!(
                     "unable to steer {} to {} listeners: {why}",
-                    key.address,
+                    key,
                     sockets.len()
                 );
             }
@@ -138,7 +150,7 @@ impl Router {
         for (key, group) in &mut self.groups {
             if !wanted.contains_key(key) {
                 if let Err(why) = group.set_receiving(&[]) {
-                    warn!("unable to stop steering {}: {why}", key.address);
+                    warn!("unable to stop steering {key}: {why}");
                 }
             }
         }
@@ -182,4 +194,41 @@ fn describe(stranger: &Stranger) -> String {
          launcher steers the port (stop it, or give it a port of its own)",
         stranger.port
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    use std::os::fd::AsFd;
+
+    fn reuseport_socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> Socket {
+        let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol)).unwrap();
+        socket.set_reuse_port(true).unwrap();
+        socket.bind(&SockAddr::from(addr)).unwrap();
+        socket
+    }
+
+    #[test]
+    fn tcp_and_udp_on_one_port_are_two_groups() {
+        if !nix::unistd::geteuid().is_root() {
+            return eprintln!("skipping: loading BPF programs needs root (CAP_BPF, CAP_NET_ADMIN)");
+        }
+        let tcp = reuseport_socket("127.0.0.1:0".parse().unwrap(), Type::STREAM, Protocol::TCP);
+        tcp.listen(16).unwrap();
+        let addr = tcp.local_addr().unwrap().as_socket().unwrap();
+        let udp = reuseport_socket(addr, Type::DGRAM, Protocol::UDP);
+        let mut router = Router::new();
+        router.steer(&[tcp.as_fd(), udp.as_fd()]);
+        let mut keys: Vec<String> = router.groups.keys().map(|k| k.to_string()).collect();
+        keys.sort();
+        assert_eq!(keys, [format!("tcp {addr}"), format!("udp {addr}")]);
+        for group in router.groups.values() {
+            assert_eq!(
+                group.receiving().len(),
+                1,
+                "each group steers to its own socket"
+            );
+        }
+    }
 }
