@@ -329,16 +329,18 @@ impl BindWatch {
 
     /// Takes the worker's TCP listeners out of the port's group (shutdown on a listener: with
     /// net.ipv4.tcp_migrate_req=1 its queued connections move to the other listeners). False when the
-    /// launcher holds none. UDP sockets are left alone: shutdown(2) does not take a UDP socket out of
-    /// its group, it only makes the worker's next recv return an empty datagram.
+    /// launcher holds none. The copies of its UDP sockets are only let go of: shutdown(2) does not take
+    /// a UDP socket out of its group (it only makes the worker's next recv return an empty datagram),
+    /// and a copy kept would hold the socket in the group, receiving, after the worker has exited.
     pub fn close_listeners(&mut self) -> bool {
-        if !self.is_listening() || !self.sockets.iter().any(is_listening) {
+        if !self.is_listening() {
             return false;
         }
-        let (tcp, udp): (Vec<OwnedFd>, Vec<OwnedFd>) =
-            self.sockets.drain(..).partition(is_listening);
-        self.sockets = udp;
-        for copy in tcp {
+        self.sockets.retain(is_listening);
+        if self.sockets.is_empty() {
+            return false;
+        }
+        for copy in self.sockets.drain(..) {
             let address = socket2::SockRef::from(&copy).local_addr();
             self.drained_ports
                 .extend(address.ok().and_then(|a| a.as_socket()).map(|a| a.port()));
