@@ -141,9 +141,10 @@ impl Supervisor {
         })
     }
 
-    /// From now on the launcher chooses which listeners receive new connections (`Processes::steer`).
-    pub fn enable_steering(&mut self) {
-        self.router = Some(Router::new());
+    /// From now on the launcher chooses which listeners receive new connections (`Processes::steer`);
+    /// with `flow_idle`, UDP flows stay with their socket while they are active (`--udp-flow-idle`).
+    pub fn enable_steering(&mut self, flow_idle: Option<Duration>) {
+        self.router = Some(Router::new(flow_idle));
     }
 
     /// From now on `Processes::probe` sends `GET path` (`--ready http:PATH`) and checks health
@@ -525,7 +526,22 @@ impl Processes for Supervisor {
                 })
             })
             .collect();
-        router.steer(&listeners);
+        // The other live workers' sockets, for the flows that may still name them.
+        let kept = listeners_where(&self.watches, &self.held, &self.adopted, |pid| {
+            !receiving.contains(&pid)
+        });
+        router.steer(&listeners, &kept);
+    }
+
+    fn flow_last_active(&mut self, worker: Pid) -> Option<Instant> {
+        let seen_ns = self
+            .router
+            .as_ref()?
+            .flow_last_seen(&self.listeners(worker))?;
+        // The program's clock (bpf_ktime_get_ns) is CLOCK_MONOTONIC, as Instant is on Linux.
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+        let now_ns = Duration::from(now).as_nanos() as u64;
+        Instant::now().checked_sub(Duration::from_nanos(now_ns.saturating_sub(seen_ns)))
     }
 
     fn queued(&mut self, worker: Pid) -> Option<u32> {

@@ -33,6 +33,9 @@ pub trait Processes {
     /// (the kernel tells whether a UDP queue is empty, not how many datagrams it holds); None when the
     /// launcher holds none of its sockets.
     fn queued(&mut self, worker: Pid) -> Option<u32>;
+    /// With `--udp-flow-idle`: when a datagram of one of the worker's UDP flows last came; None when
+    /// it has none (or flows are off).
+    fn flow_last_active(&mut self, worker: Pid) -> Option<std::time::Instant>;
     /// Processes that are neither one of `workers` nor in one of their trees, and that the launcher
     /// adopted as subreaper (or is adopting from `exited`, the worker just reaped): what exited workers
     /// left behind (a server that forked into the background).

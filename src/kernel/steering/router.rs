@@ -15,7 +15,7 @@ use nix::sys::stat::fstat;
 use nix::unistd::Pid;
 use socket2::SockRef;
 
-use super::group::SteeringGroup;
+use super::group::{SteerError, SteeringGroup};
 use super::strangers::{self, Stranger};
 
 /// How often the port is looked at for listeners that are not the launcher's, besides after every
@@ -61,15 +61,26 @@ pub struct Router {
     scan_due: Option<Instant>,
     /// Probes under way, by source port: the group that routes each.
     probes: HashMap<u16, GroupKey>,
+    /// `--udp-flow-idle`: UDP groups keep flows with their socket for this long; None: off.
+    flow_idle: Option<Duration>,
 }
 
 impl Router {
-    pub fn new() -> Router {
+    pub fn new(flow_idle: Option<Duration>) -> Router {
         Router {
             groups: HashMap::new(),
             warned: HashSet::new(),
             scan_due: None,
             probes: HashMap::new(),
+            flow_idle,
+        }
+    }
+
+    /// A new group for `key`: with UDP flows when it is a UDP group and flows are on.
+    fn new_group(&self, key: GroupKey) -> Result<SteeringGroup, SteerError> {
+        match self.flow_idle {
+            Some(idle) if key.datagram => SteeringGroup::with_flows(idle),
+            _ => SteeringGroup::new(),
         }
     }
 
@@ -88,6 +99,7 @@ impl Router {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert(SteeringGroup::new().map_err(|e| e.to_string())?),
         };
+        // (Probes are TCP connections: a probed listener's group never has flows.)
         group.attach(listener).map_err(|e| e.to_string())?;
         group
             .start_probe(source_port, inode, listener)
@@ -110,34 +122,34 @@ impl Router {
     }
 
     /// Makes exactly `listeners` (the listening sockets of the workers that should receive) the
-    /// receivers of their groups. Failures are logged and leave that group as it was: the workers keep
-    /// serving, only the choice of worker falls back to the kernel.
-    pub fn steer(&mut self, listeners: &[BorrowedFd<'_>]) {
-        let mut wanted: HashMap<GroupKey, Vec<(u64, BorrowedFd<'_>)>> = HashMap::new();
-        for &socket in listeners {
-            match (GroupKey::of(socket), fstat(socket.as_raw_fd())) {
-                (Some(key), Ok(stat)) => wanted.entry(key).or_default().push((stat.st_ino, socket)),
-                _ => debug!("steering: a listener without a local address or inode; skipped"),
-            }
-        }
+    /// receivers of their groups; in groups with UDP flows, `kept` (the other live workers'
+    /// sockets) stay in the sockarray for their flows. Failures are logged and leave that group as it
+    /// was: the workers keep serving, only the choice of worker falls back to the kernel.
+    pub fn steer(&mut self, listeners: &[BorrowedFd<'_>], kept: &[BorrowedFd<'_>]) {
+        let wanted = by_group(listeners);
+        let kept = by_group(kept);
         for (key, sockets) in &wanted {
-            let group = match self.groups.entry(*key) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => match SteeringGroup::new() {
-                    Ok(group) => e.insert(group),
+            if !self.groups.contains_key(key) {
+                match self.new_group(*key) {
+                    Ok(group) => drop(self.groups.insert(*key, group)),
                     Err(why) => {
-                        warn!(
-                            "unable to steer {}: {why}; the kernel's hash chooses the worker there",
-                            key
-                        );
+                        warn!("unable to steer {key}: {why}; the kernel's hash chooses the worker there");
                         continue;
                     }
-                },
+                }
+            }
+            let Some(group) = self.groups.get_mut(key) else {
+                continue;
             };
             // The program belongs to the group, and a group re-created after all its sockets closed
             // needs it again: attach it to a socket of the group that is listening, every time.
             if let Err(why) = group.attach(sockets[0].1) {
                 warn!("unable to attach the steering program to {}: {why}", key);
+            }
+            if group.has_flows() {
+                if let Err(why) = group.keep(kept.get(key).map_or(&[], |k| &k[..])) {
+                    warn!("unable to keep the flows of {key}: {why}");
+                }
             }
             if let Err(why) = group.set_receiving(sockets) {
                 warn!(
@@ -155,6 +167,21 @@ impl Router {
             }
         }
         self.scan_due = Some(Instant::now());
+    }
+
+    /// When a datagram of a flow on one of `sockets` was last routed (CLOCK_MONOTONIC ns), over
+    /// the groups with UDP flows; None when none of their flows is remembered.
+    pub fn flow_last_seen(&self, sockets: &[BorrowedFd<'_>]) -> Option<u64> {
+        let mut latest = None;
+        for (key, ids) in by_group(sockets) {
+            let ids: Vec<u64> = ids.iter().map(|(id, _)| *id).collect();
+            match self.groups.get(&key).map(|g| g.flow_last_seen(&ids)) {
+                Some(Ok(seen)) => latest = latest.max(seen),
+                Some(Err(why)) => warn!("unable to read the flows of {key}: {why}"),
+                None => {}
+            }
+        }
+        latest
     }
 
     /// When `look_for_strangers` wants to run next.
@@ -179,6 +206,18 @@ impl Router {
             }
         }
     }
+}
+
+/// `sockets` by their group, each with its inode.
+fn by_group<'a>(sockets: &[BorrowedFd<'a>]) -> HashMap<GroupKey, Vec<(u64, BorrowedFd<'a>)>> {
+    let mut groups: HashMap<GroupKey, Vec<(u64, BorrowedFd<'a>)>> = HashMap::new();
+    for &socket in sockets {
+        match (GroupKey::of(socket), fstat(socket.as_raw_fd())) {
+            (Some(key), Ok(stat)) => groups.entry(key).or_default().push((stat.st_ino, socket)),
+            _ => debug!("steering: a socket without a local address or inode; skipped"),
+        }
+    }
+    groups
 }
 
 fn describe(stranger: &Stranger) -> String {
@@ -218,8 +257,8 @@ mod tests {
         tcp.listen(16).unwrap();
         let addr = tcp.local_addr().unwrap().as_socket().unwrap();
         let udp = reuseport_socket(addr, Type::DGRAM, Protocol::UDP);
-        let mut router = Router::new();
-        router.steer(&[tcp.as_fd(), udp.as_fd()]);
+        let mut router = Router::new(None);
+        router.steer(&[tcp.as_fd(), udp.as_fd()], &[]);
         let mut keys: Vec<String> = router.groups.keys().map(|k| k.to_string()).collect();
         keys.sort();
         assert_eq!(keys, [format!("tcp {addr}"), format!("udp {addr}")]);
