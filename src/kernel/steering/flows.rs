@@ -35,8 +35,9 @@ const VALUE_SEEN: i16 = 8;
 #[derive(Debug)]
 pub struct Flows {
     map: Map,
-    /// The idle time in 2^20 ns units.
-    idle_units: i32,
+    /// A flow is live while its age in 2^20 ns units is at most this: the idle time rounded down
+    /// (less one unit), so the program lets a flow go no later than the launcher stops waiting for it.
+    live_units: i32,
 }
 
 impl Flows {
@@ -45,7 +46,7 @@ impl Flows {
         let units = (idle.as_nanos() >> AGE_SHIFT).clamp(1, i32::MAX as u128) as i32;
         Ok(Flows {
             map,
-            idle_units: units,
+            live_units: units - 1,
         })
     }
 
@@ -69,7 +70,7 @@ impl Flows {
             .op(Insn::mov64_reg(R2, R8)) //                r2 = now
             .op(Insn::sub64_reg(R2, R1)) //                r2 = age
             .op(Insn::rsh64_imm(R2, AGE_SHIFT)) //         r2 = age in units
-            .jump_if_gt_imm(R2, self.idle_units, "no_flow") // idle too long: a new flow
+            .jump_if_gt_imm(R2, self.live_units, "no_flow") // idle too long: a new flow
             .op(Insn::ldx_w(R1, R7, VALUE_SLOT)) //        r1 = its slot
             .op(Insn::stx_w(R10, STACK_VALUE, R1)) //      stack = r1
             .op(Insn::mov64_reg(R1, R6)) //                r1 = ctx
@@ -107,10 +108,34 @@ impl Flows {
             .label("recorded");
     }
 
+    /// Deletes the flows on `slots` (slots being freed: a new socket there must not inherit them).
+    pub fn forget_slots(&self, slots: &BTreeSet<u32>) -> Result<(), BpfError> {
+        let mut doomed = Vec::new();
+        self.walk(|key, slot, _| {
+            if slots.contains(&slot) {
+                doomed.push(key);
+            }
+        })?;
+        for key in doomed {
+            self.map.delete(key)?;
+        }
+        Ok(())
+    }
+
     /// The latest time (CLOCK_MONOTONIC ns) a flow on one of `slots` was routed; None when none is
     /// remembered. One walk of the table: two bpf(2) calls per flow.
     pub fn last_seen(&self, slots: &BTreeSet<u32>) -> Result<Option<u64>, BpfError> {
         let mut latest = None;
+        self.walk(|_, slot, seen| {
+            if slots.contains(&slot) {
+                latest = latest.max(Some(seen));
+            }
+        })?;
+        Ok(latest)
+    }
+
+    /// Calls `each(key, slot, last_seen_ns)` for every flow remembered.
+    fn walk(&self, mut each: impl FnMut(u32, u32, u64)) -> Result<(), BpfError> {
         let mut key = None;
         let mut value = [0u8; VALUE_BYTES];
         // The walk restarts from the first key when its key was evicted meanwhile: bounded anyway.
@@ -124,10 +149,8 @@ impl Flows {
             }
             let slot = u32::from_ne_bytes(value[0..4].try_into().unwrap());
             let seen = u64::from_ne_bytes(value[8..16].try_into().unwrap());
-            if slots.contains(&slot) {
-                latest = latest.max(Some(seen));
-            }
+            each(next, slot, seen);
         }
-        Ok(latest)
+        Ok(())
     }
 }

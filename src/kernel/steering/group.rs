@@ -580,6 +580,9 @@ impl SteeringGroup {
             .filter(|(id, _)| !self.probing.values().any(|p| p == *id))
             .map(|(&id, &slot)| (id, slot))
             .collect();
+        if let Some(flows) = self.flows.as_ref().filter(|_| !unwanted.is_empty()) {
+            flows.forget_slots(&unwanted.iter().map(|&(_, slot)| slot).collect())?;
+        }
         for (id, slot) in unwanted {
             self.maps.sockets.delete(slot)?;
             self.slots.remove(&id);
@@ -595,6 +598,7 @@ impl Drop for SteeringGroup {
     /// other `SteeringGroup` would get EBUSY for them until the program is replaced and freed.
     /// The program left behind finds count 0 and passes everything to the kernel's hash.
     fn drop(&mut self) {
+        self.kept.clear();
         if let Err(e) = self.set_receiving(&[]) {
             eprintln!("reuseport-launch: error: unable to release steered sockets: {e}");
         }

@@ -161,6 +161,11 @@ impl Router {
         }
         for (key, group) in &mut self.groups {
             if !wanted.contains_key(key) {
+                if group.has_flows() {
+                    if let Err(why) = group.keep(kept.get(key).map_or(&[], |k| &k[..])) {
+                        warn!("unable to keep the flows of {key}: {why}");
+                    }
+                }
                 if let Err(why) = group.set_receiving(&[]) {
                     warn!("unable to stop steering {key}: {why}");
                 }
