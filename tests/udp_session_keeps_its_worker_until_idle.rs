@@ -2,7 +2,8 @@
 //! its worker across a reload while a new client gets the new generation (the old worker that holds
 //! no flow is stopped as without flows); once the session pauses
 //! for longer than the idle time, the old generation is stopped and the session's next datagrams go
-//! to the new generation. No datagram of the session goes unanswered. The server is the legacy
+//! to the new generation. No datagram of the session goes unanswered, and `status --json` shows the
+//! session as a live flow of its worker. The server is the legacy
 //! python UDP server of tests/support/udp.rs (no SO_REUSEPORT, no sd_notify, dies at SIGTERM).
 
 mod support;
@@ -12,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use support::control::client;
+use support::json::{self, Value};
 use support::udp::{parse_tag, query, write_server};
 use support::unchanged::python3;
 use support::*;
@@ -27,6 +30,20 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
 const START_DEADLINE: Duration = Duration::from_secs(20);
 /// Bounds every wait of the test.
 const DEADLINE: Duration = Duration::from_secs(15);
+
+/// `udp_flows` of the worker `pid` in `status --json`.
+fn live_flows(dir: &TempDir, pid: i32) -> Option<u64> {
+    let output = client(dir, &["status", "--json"], DEADLINE);
+    let status = json::parse(output.stdout.trim()).ok()?;
+    let Some(Value::Array(workers)) = status.get("workers") else {
+        return None;
+    };
+    workers
+        .iter()
+        .find(|w| w.get("pid").and_then(Value::as_u64) == Some(pid as u64))?
+        .get("udp_flows")?
+        .as_u64()
+}
 
 #[test]
 fn udp_session_keeps_its_worker_until_idle() {
@@ -114,6 +131,12 @@ fn udp_session_keeps_its_worker_until_idle() {
             assert!(
                 procfs::alive(session_pid),
                 "the session's worker was stopped while the session was active"
+            );
+            // The session is a live flow of its worker in `status` (the new client's is another).
+            assert!(
+                live_flows(&dir, session_pid).is_some_and(|n| n >= 1),
+                "status shows {:?} live flows for the session's worker",
+                live_flows(&dir, session_pid)
             );
 
             paused.store(true, Ordering::SeqCst);

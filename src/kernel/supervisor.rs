@@ -538,10 +538,15 @@ impl Processes for Supervisor {
             .router
             .as_ref()?
             .flow_last_seen(&self.listeners(worker))?;
-        // The program's clock (bpf_ktime_get_ns) is CLOCK_MONOTONIC, as Instant is on Linux.
-        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
-        let now_ns = Duration::from(now).as_nanos() as u64;
+        let now_ns = monotonic_ns()?;
         Instant::now().checked_sub(Duration::from_nanos(now_ns.saturating_sub(seen_ns)))
+    }
+
+    fn live_flows(&mut self, worker: Pid) -> Option<u32> {
+        let now_ns = monotonic_ns()?;
+        self.router
+            .as_ref()?
+            .live_flows(&self.listeners(worker), now_ns)
     }
 
     fn queued(&mut self, worker: Pid) -> Option<u32> {
@@ -614,6 +619,12 @@ fn listeners_where<'a>(
         .chain(held.flat_map(Held::listeners))
         .chain(adopted.flat_map(|(_, copies)| copies.iter().map(|c| c.as_fd())))
         .collect()
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the steering program (bpf_ktime_get_ns), and of Instant.
+fn monotonic_ns() -> Option<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    Some(Duration::from(now).as_nanos() as u64)
 }
 
 /// Whether poll reported `source` readable (or hung up) in this round.

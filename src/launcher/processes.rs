@@ -36,6 +36,9 @@ pub trait Processes {
     /// With `--udp-flow-idle`: when a datagram of one of the worker's UDP flows last came; None when
     /// it has none (or flows are off).
     fn flow_last_active(&mut self, worker: Pid) -> Option<std::time::Instant>;
+    /// With `--udp-flow-idle`: how many of the worker's UDP flows are live (seen within the idle
+    /// time); None when flows are off or it has no UDP socket.
+    fn live_flows(&mut self, worker: Pid) -> Option<u32>;
     /// Processes that are neither one of `workers` nor in one of their trees, and that the launcher
     /// adopted as subreaper (or is adopting from `exited`, the worker just reaped): what exited workers
     /// left behind (a server that forked into the background).

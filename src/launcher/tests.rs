@@ -74,6 +74,9 @@ impl Processes for FakeProcesses {
                 .map_or(0, |q| q.1),
         )
     }
+    fn live_flows(&mut self, worker: Pid) -> Option<u32> {
+        self.flows.iter().any(|(p, _)| *p == worker).then_some(1)
+    }
     fn flow_last_active(&mut self, worker: Pid) -> Option<Instant> {
         self.flows.iter().find(|(p, _)| *p == worker).map(|f| f.1)
     }

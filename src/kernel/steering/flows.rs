@@ -134,6 +134,18 @@ impl Flows {
         Ok(latest)
     }
 
+    /// Flows on `slots` seen within the idle time before `now_ns` (CLOCK_MONOTONIC).
+    pub fn live(&self, slots: &BTreeSet<u32>, now_ns: u64) -> Result<u32, BpfError> {
+        let live_ns = (u64::try_from(self.live_units).unwrap_or(0) + 1) << AGE_SHIFT;
+        let mut count = 0;
+        self.walk(|_, slot, seen| {
+            if slots.contains(&slot) && now_ns.saturating_sub(seen) < live_ns {
+                count += 1;
+            }
+        })?;
+        Ok(count)
+    }
+
     /// Calls `each(key, slot, last_seen_ns)` for every flow remembered.
     fn walk(&self, mut each: impl FnMut(u32, u32, u64)) -> Result<(), BpfError> {
         let mut key = None;

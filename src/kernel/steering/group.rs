@@ -522,6 +522,23 @@ impl SteeringGroup {
         Ok(flows.last_seen(&slots)?)
     }
 
+    /// With flows: how many flows on the sockets `ids` are live at `now_ns` (CLOCK_MONOTONIC);
+    /// None for a group without flows.
+    pub fn live_flows(&self, ids: &[u64], now_ns: u64) -> Result<Option<u32>, SteerError> {
+        let Some(flows) = &self.flows else {
+            return Ok(None);
+        };
+        let slots: BTreeSet<u32> = ids
+            .iter()
+            .filter_map(|id| self.slots.get(id))
+            .copied()
+            .collect();
+        if slots.is_empty() {
+            return Ok(Some(0));
+        }
+        Ok(Some(flows.live(&slots, now_ns)?))
+    }
+
     #[cfg(test)]
     /// Ids of the sockets currently receiving, in table order.
     pub fn receiving(&self) -> Vec<u64> {

@@ -189,6 +189,21 @@ impl Router {
         latest
     }
 
+    /// How many flows on `sockets` are live at `now_ns` (CLOCK_MONOTONIC), over the groups with UDP
+    /// flows; None when none of `sockets` is in such a group.
+    pub fn live_flows(&self, sockets: &[BorrowedFd<'_>], now_ns: u64) -> Option<u32> {
+        let mut total = None;
+        for (key, ids) in by_group(sockets) {
+            let ids: Vec<u64> = ids.iter().map(|(id, _)| *id).collect();
+            match self.groups.get(&key).map(|g| g.live_flows(&ids, now_ns)) {
+                Some(Ok(Some(live))) => total = Some(total.unwrap_or(0) + live),
+                Some(Err(why)) => warn!("unable to read the flows of {key}: {why}"),
+                _ => {}
+            }
+        }
+        total
+    }
+
     /// When `look_for_strangers` wants to run next.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.scan_due
