@@ -56,7 +56,8 @@ build() {
 # install_missing CMD...: installs, with apt-get, the Debian packages of the commands not on PATH.
 install_missing() {
     local -A package_of=([wrk]=wrk [ip]=iproute2 [ss]=iproute2 [sysctl]=procps [unshare]=util-linux
-        [nsenter]=util-linux [nstat]=iproute2 [go]=golang-go [gcc]=gcc [file]=file [haproxy]=haproxy)
+        [nsenter]=util-linux [nstat]=iproute2 [go]=golang-go [gcc]=gcc [file]=file [haproxy]=haproxy
+        [dnsmasq]=dnsmasq-base [dig]=bind9-dnsutils)
     local -a missing=()
     local cmd
     for cmd in "$@"; do

@@ -97,7 +97,9 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     };
     let steer = decide_steering(config.steer)?;
     if steer {
-        io.supervisor.enable_steering();
+        let idle = config.udp_flow_idle;
+        io.supervisor
+            .enable_steering((!idle.is_zero()).then_some(idle));
     }
     let health = config.health.as_ref().map(|(kind, _)| kind.clone());
     let http_flag = match (&config.ready_path, &health) {

@@ -3,9 +3,10 @@
 //! notification fd to the launcher over a socketpair. For each bind of a TCP/UDP socket the launcher
 //! reads the address (process_vm_readv), takes a copy of the socket (pidfd_getfd), sets SO_REUSEPORT on
 //! it and lets the real bind run (SECCOMP_USER_NOTIF_FLAG_CONTINUE). Every error fails open: the bind
-//! runs unchanged and the reason is logged. A copy of a stream socket is kept only until the worker
-//! listens on it (that is the `listen` readiness signal; a listen backlog below 1024 is then raised to
-//! 1024) and never after the worker is gone.
+//! runs unchanged and the reason is logged. Copies of the worker's TCP and UDP sockets are kept until
+//! it serves (that is the `listen` readiness signal: a TCP socket listens, or a UDP socket is bound;
+//! a listen backlog below 1024 is then raised to 1024), then only those that serve, and never after
+//! the worker is gone.
 
 use std::io::{self, IoSliceMut};
 use std::mem::{size_of, zeroed};
@@ -226,13 +227,13 @@ unsafe fn send_fd(channel_fd: RawFd, fd: Option<RawFd>, errno: i32) {
     libc::sendmsg(channel_fd, &msg, 0);
 }
 
-/// One worker's bind notifications, and copies of the stream sockets it bound: kept until the worker
-/// listens (readiness), and then only when the launcher drains it by its listener.
+/// One worker's bind notifications, and copies of the TCP and UDP sockets it bound: kept until the
+/// worker serves (readiness), and then only when the launcher drains it by its sockets.
 pub struct BindWatch {
     listener: OwnedFd,
     worker: Pid,
     port: Option<u16>,
-    /// Copies of the worker's bound stream sockets; once it listens, only the listening ones.
+    /// Copies of the worker's bound TCP and UDP sockets; once it serves, only the serving ones.
     sockets: Vec<OwnedFd>,
     listening: bool,
     /// Ports whose listeners were closed by `close_listeners`.
@@ -302,13 +303,14 @@ impl BindWatch {
         self.sockets.clear();
     }
 
-    /// True once the worker has a TCP socket in LISTEN state (among those it bound); from then on only
-    /// the listening copies are kept.
+    /// True once the worker serves on every protocol it bound on the port (among the sockets it
+    /// bound): a TCP socket in LISTEN state if it bound TCP sockets, a bound UDP socket if it bound UDP
+    /// ones. From then on only the serving copies are kept.
     pub fn is_listening(&mut self) -> bool {
-        if !self.listening && self.sockets.iter().any(is_listening) {
+        if !self.listening && serves(&self.sockets) {
             self.listening = true;
-            self.sockets.retain(is_listening);
-            for copy in &self.sockets {
+            self.sockets.retain(is_serving);
+            for copy in self.sockets.iter().filter(|s| is_listening(s)) {
                 match queue::raise_backlog(copy.as_fd(), MIN_LISTEN_BACKLOG) {
                     Ok(Some(was)) => debug!(
                         "worker pid {}: listen backlog raised from {was} to {MIN_LISTEN_BACKLOG}",
@@ -325,11 +327,17 @@ impl BindWatch {
         self.listening
     }
 
-    /// Takes the worker's listeners out of the port's group (shutdown on a listener: with
+    /// Takes the worker's TCP listeners out of the port's group (shutdown on a listener: with
     /// net.ipv4.tcp_migrate_req=1 its queued connections move to the other listeners). False when the
-    /// launcher holds none.
+    /// launcher holds none. The copies of its UDP sockets are only let go of: shutdown(2) does not take
+    /// a UDP socket out of its group (it only makes the worker's next recv return an empty datagram),
+    /// and a copy kept would hold the socket in the group, receiving, after the worker has exited.
     pub fn close_listeners(&mut self) -> bool {
-        if !self.is_listening() || self.sockets.is_empty() {
+        if !self.is_listening() {
+            return false;
+        }
+        self.sockets.retain(is_listening);
+        if self.sockets.is_empty() {
             return false;
         }
         for copy in self.sockets.drain(..) {
@@ -351,11 +359,12 @@ impl BindWatch {
         &self.drained_ports
     }
 
-    /// The launcher's copies of the worker's listening sockets (none before it listens).
+    /// The launcher's copies of the worker's serving sockets, TCP listeners and bound UDP sockets
+    /// (none before it serves).
     pub fn listeners(&self) -> Vec<BorrowedFd<'_>> {
         self.sockets
             .iter()
-            .filter(|s| is_listening(s))
+            .filter(|s| is_listening(s) || (self.listening && is_bound_udp(s)))
             .map(|s| s.as_fd())
             .collect()
     }
@@ -392,7 +401,8 @@ impl BindWatch {
         let copy = take_socket(request.pid as i32, socket_fd as RawFd)?;
         socket::setsockopt(&copy, sockopt::ReusePort, &true)
             .map_err(|e| format!("setsockopt SO_REUSEPORT: {e}"))?;
-        if socket::getsockopt(&copy, sockopt::SockType).is_ok_and(|t| t == SockType::Stream)
+        if socket::getsockopt(&copy, sockopt::SockType)
+            .is_ok_and(|t| t == SockType::Stream || t == SockType::Datagram)
             && !self.listening
         {
             self.sockets.push(copy);
@@ -421,6 +431,32 @@ impl BindWatch {
 
 fn is_listening(socket: &OwnedFd) -> bool {
     socket::getsockopt(socket, sockopt::AcceptConn).unwrap_or(false)
+}
+
+fn is_datagram(socket: &OwnedFd) -> bool {
+    socket::getsockopt(socket, sockopt::SockType).is_ok_and(|t| t == SockType::Datagram)
+}
+
+/// A UDP socket bound to a port: its copy was taken before the bind ran, so it may not be yet.
+fn is_bound_udp(socket: &OwnedFd) -> bool {
+    is_datagram(socket)
+        && socket2::SockRef::from(socket)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a.port() != 0)
+}
+
+/// A socket that receives: a TCP listener or a bound UDP socket.
+fn is_serving(socket: &OwnedFd) -> bool {
+    is_listening(socket) || is_bound_udp(socket)
+}
+
+/// Whether a worker that bound `sockets` serves: some socket serves, and where it bound TCP sockets,
+/// one of them listens (a server binding UDP and TCP is not ready while its TCP port refuses).
+fn serves(sockets: &[OwnedFd]) -> bool {
+    let binds_tcp = sockets.iter().any(|s| !is_datagram(s));
+    sockets.iter().any(is_serving) && (!binds_tcp || sockets.iter().any(is_listening))
 }
 
 impl AsFd for BindWatch {

@@ -141,9 +141,10 @@ impl Supervisor {
         })
     }
 
-    /// From now on the launcher chooses which listeners receive new connections (`Processes::steer`).
-    pub fn enable_steering(&mut self) {
-        self.router = Some(Router::new());
+    /// From now on the launcher chooses which listeners receive new connections (`Processes::steer`);
+    /// with `flow_idle`, UDP flows stay with their socket while they are active (`--udp-flow-idle`).
+    pub fn enable_steering(&mut self, flow_idle: Option<Duration>) {
+        self.router = Some(Router::new(flow_idle));
     }
 
     /// From now on `Processes::probe` sends `GET path` (`--ready http:PATH`) and checks health
@@ -525,10 +526,30 @@ impl Processes for Supervisor {
                 })
             })
             .collect();
-        router.steer(&listeners);
+        // The other live workers' sockets, for the flows that may still name them.
+        let kept = listeners_where(&self.watches, &self.held, &self.adopted, |pid| {
+            !receiving.contains(&pid)
+        });
+        router.steer(&listeners, &kept);
     }
 
-    fn accept_queue(&mut self, worker: Pid) -> Option<u32> {
+    fn flow_last_active(&mut self, worker: Pid) -> Option<Instant> {
+        let seen_ns = self
+            .router
+            .as_ref()?
+            .flow_last_seen(&self.listeners(worker))?;
+        let now_ns = monotonic_ns()?;
+        Instant::now().checked_sub(Duration::from_nanos(now_ns.saturating_sub(seen_ns)))
+    }
+
+    fn live_flows(&mut self, worker: Pid) -> Option<u32> {
+        let now_ns = monotonic_ns()?;
+        self.router
+            .as_ref()?
+            .live_flows(&self.listeners(worker), now_ns)
+    }
+
+    fn queued(&mut self, worker: Pid) -> Option<u32> {
         let listeners = self.listeners(worker);
         if listeners.is_empty() {
             return None;
@@ -536,7 +557,7 @@ impl Processes for Supervisor {
         Some(
             listeners
                 .into_iter()
-                .filter_map(|l| queue::accept_queue_depth(l).ok())
+                .filter_map(|l| queue::waiting(l).ok())
                 .sum(),
         )
     }
@@ -598,6 +619,12 @@ fn listeners_where<'a>(
         .chain(held.flat_map(Held::listeners))
         .chain(adopted.flat_map(|(_, copies)| copies.iter().map(|c| c.as_fd())))
         .collect()
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the steering program (bpf_ktime_get_ns), and of Instant.
+fn monotonic_ns() -> Option<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+    Some(Duration::from(now).as_nanos() as u64)
 }
 
 /// Whether poll reported `source` readable (or hung up) in this round.

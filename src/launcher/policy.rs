@@ -24,6 +24,9 @@ pub struct Policy {
     /// With steering: how long a steered-out worker keeps its listener open after its accept queue is
     /// empty, for handshakes already under way (`--handover-grace`).
     pub handover_grace: Duration,
+    /// With steering: a steered-out worker is drained only once none of its UDP flows was active for
+    /// this long (`--udp-flow-idle`; zero: off).
+    pub udp_flow_idle: Duration,
     /// On stop, how long every worker keeps serving while the health check already says 503, so a
     /// load balancer stops sending before the drain begins (`--lb-drain`; zero: drain at once).
     pub lb_drain: Duration,

@@ -28,9 +28,17 @@ pub trait Processes {
     /// With steering: makes the listeners of exactly these workers receive the port's new connections;
     /// every other socket of the port's group gets none.
     fn steer(&mut self, receiving: &[Pid]);
-    /// Connections waiting in the accept queues of the worker's listeners; None when the launcher
-    /// holds none of them.
-    fn accept_queue(&mut self, worker: Pid) -> Option<u32>;
+    /// What waits for the worker in the kernel: connections in the accept queues of its TCP
+    /// listeners, plus one for each of its UDP sockets with at least one datagram in its receive queue
+    /// (the kernel tells whether a UDP queue is empty, not how many datagrams it holds); None when the
+    /// launcher holds none of its sockets.
+    fn queued(&mut self, worker: Pid) -> Option<u32>;
+    /// With `--udp-flow-idle`: when a datagram of one of the worker's UDP flows last came; None when
+    /// it has none (or flows are off).
+    fn flow_last_active(&mut self, worker: Pid) -> Option<std::time::Instant>;
+    /// With `--udp-flow-idle`: how many of the worker's UDP flows are live (seen within the idle
+    /// time); None when flows are off or it has no UDP socket.
+    fn live_flows(&mut self, worker: Pid) -> Option<u32>;
     /// Processes that are neither one of `workers` nor in one of their trees, and that the launcher
     /// adopted as subreaper (or is adopting from `exited`, the worker just reaped): what exited workers
     /// left behind (a server that forked into the background).

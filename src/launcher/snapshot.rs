@@ -33,8 +33,10 @@ pub struct WorkerRow {
     pub status: Option<String>,
     /// With steering: whether its listeners receive new connections.
     pub receiving: Option<bool>,
-    /// Connections waiting in its listeners' accept queues, when the launcher holds its listeners.
+    /// What waits to be received by it (`Processes::queued`), when the launcher holds its sockets.
     pub accept_queue: Option<u32>,
+    /// With `--udp-flow-idle`: its live UDP flows; None when flows are off or it has no UDP socket.
+    pub udp_flows: Option<u32>,
     /// `--health`: its last check; None before the first one ends.
     pub health: Option<HealthRow>,
 }
@@ -77,7 +79,8 @@ impl Launcher {
                 ready_after: w.ready_after,
                 status: w.status.clone(),
                 receiving: self.policy.steer.then(|| self.is_receiving(w.pid)),
-                accept_queue: processes.accept_queue(w.pid),
+                accept_queue: processes.queued(w.pid),
+                udp_flows: processes.live_flows(w.pid),
                 health: w.last_health.as_ref().map(|(at, outcome)| HealthRow {
                     passed: outcome.passed(),
                     result: outcome.to_string(),

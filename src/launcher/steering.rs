@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use super::{describe, Launcher, Phase, Processes, WorkerPhase};
 
-/// How often a steered-out worker's accept queues are looked at: one getsockopt per listener, and a
+/// How often a steered-out worker's queues are looked at: one getsockopt (or peek) per socket, and a
 /// handover waits for at most a few of these.
 const HANDOVER_CHECK_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -72,8 +72,9 @@ impl Launcher {
         true
     }
 
-    /// Steered-out workers whose accept queues are empty once the grace has passed are drained; one
-    /// whose queue never empties is drained after --stop-timeout anyway.
+    /// Steered-out workers are drained once the grace has passed, their queues (accept queues, UDP
+    /// receive queues) are empty and (with `--udp-flow-idle`) none of their UDP flows was active for
+    /// the idle time; one whose queue or flows never go quiet is drained after --stop-timeout anyway.
     pub(super) fn finish_handovers(&mut self, processes: &mut impl Processes, now: Instant) {
         let due: Vec<(Pid, Instant)> = self
             .workers
@@ -86,20 +87,31 @@ impl Launcher {
             })
             .collect();
         for (pid, since) in due {
-            let queued = processes.accept_queue(pid).unwrap_or(0);
-            let overdue = now >= since + self.policy.stop_timeout;
-            if queued > 0 && !overdue {
+            let queued = processes.queued(pid).unwrap_or(0);
+            let deadline = since + self.policy.stop_timeout;
+            let overdue = now >= deadline;
+            let flows_until = self.flows_active_until(processes, pid, now);
+            if (queued > 0 || flows_until.is_some()) && !overdue {
+                // A queue is looked at again soon; live flows when the last of them may go idle.
+                let next_check = match flows_until {
+                    _ if queued > 0 => now + HANDOVER_CHECK_INTERVAL,
+                    Some(until) => until.min(deadline),
+                    None => now + HANDOVER_CHECK_INTERVAL,
+                };
                 if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {
-                    worker.phase = WorkerPhase::SteeredOut {
-                        since,
-                        next_check: now + HANDOVER_CHECK_INTERVAL,
-                    };
+                    worker.phase = WorkerPhase::SteeredOut { since, next_check };
                 }
                 continue;
             }
             if let Some(worker) = self.workers.iter().find(|w| w.pid == pid) {
                 let after = now.saturating_duration_since(since).as_millis();
-                if queued > 0 {
+                if flows_until.is_some() && queued == 0 {
+                    warn!(
+                        "{}: UDP flows still active {after} ms after it was steered out \
+                         (--stop-timeout); draining it anyway",
+                        describe(worker)
+                    );
+                } else if queued > 0 {
                     warn!(
                         "{}: {queued} connections still queued {after} ms after it was steered out \
                          (--stop-timeout); draining it anyway",
@@ -114,5 +126,21 @@ impl Launcher {
             }
             self.drain(processes, pid, now);
         }
+    }
+
+    /// With `--udp-flow-idle`: until when the worker's most recent UDP flow counts as active; None
+    /// when it has none active now (or flows are off).
+    fn flows_active_until(
+        &self,
+        processes: &mut impl Processes,
+        pid: Pid,
+        now: Instant,
+    ) -> Option<Instant> {
+        let idle = self.policy.udp_flow_idle;
+        if idle.is_zero() {
+            return None;
+        }
+        let until = processes.flow_last_active(pid)? + idle;
+        (until > now).then_some(until)
     }
 }

@@ -26,6 +26,8 @@ struct FakeProcesses {
     steered: Vec<Vec<Pid>>,
     /// Accept queue depth by worker (absent: 0).
     queued: Vec<(Pid, u32)>,
+    /// When each worker's UDP flows were last active (absent: none).
+    flows: Vec<(Pid, Instant)>,
     /// Processes outside every worker's tree (what a daemonizing worker leaves behind).
     strays: Vec<Pid>,
     /// Strays killed through `kill_left_behind`.
@@ -64,13 +66,19 @@ impl Processes for FakeProcesses {
     fn steer(&mut self, receiving: &[Pid]) {
         self.steered.push(receiving.to_vec());
     }
-    fn accept_queue(&mut self, worker: Pid) -> Option<u32> {
+    fn queued(&mut self, worker: Pid) -> Option<u32> {
         Some(
             self.queued
                 .iter()
                 .find(|(p, _)| *p == worker)
                 .map_or(0, |q| q.1),
         )
+    }
+    fn live_flows(&mut self, worker: Pid) -> Option<u32> {
+        self.flows.iter().any(|(p, _)| *p == worker).then_some(1)
+    }
+    fn flow_last_active(&mut self, worker: Pid) -> Option<Instant> {
+        self.flows.iter().find(|(p, _)| *p == worker).map(|f| f.1)
     }
     fn left_behind(&mut self, _exited: Pid, _workers: &[Pid]) -> Vec<Pid> {
         self.strays.clone()
@@ -110,6 +118,7 @@ fn policy() -> Policy {
         probation: Duration::ZERO,
         steer: false,
         handover_grace: Duration::from_millis(100),
+        udp_flow_idle: Duration::ZERO,
     }
 }
 
@@ -513,6 +522,42 @@ fn handover_signals_the_old_generation_only_after_its_queue_is_empty_and_the_gra
         gen2,
         "the receiving set was never changed back"
     );
+}
+
+#[test]
+fn udp_flows_keep_a_steered_out_worker_until_they_are_idle() {
+    let idle = Duration::from_millis(800);
+    let t0 = Instant::now();
+    let mut p = FakeProcesses::default();
+    let mut l = Launcher::new(
+        Policy {
+            udp_flow_idle: idle,
+            ..steering()
+        },
+        t0,
+    );
+    l.start(&mut p, t0);
+    let gen1 = pids_of(&p, 1);
+    ready(&mut l, &mut p, &gen1, t0);
+    l.request_reload(&mut p, t0);
+    let gen2 = pids_of(&p, 2);
+    // gen1[0] has a session whose last datagram came 100 ms after the new generation got ready.
+    let last = t0 + Duration::from_millis(100);
+    p.flows.push((gen1[0], last));
+    ready(&mut l, &mut p, &gen2, t0);
+    l.on_timers(&mut p, t0 + Duration::from_millis(100));
+    assert_eq!(
+        p.signals,
+        vec![(gen1[1], Signal::SIGTERM)],
+        "a worker without flows goes after the grace, the one with a live flow stays"
+    );
+    assert_eq!(
+        l.next_deadline(),
+        Some(last + idle),
+        "checked again when its flow goes idle"
+    );
+    l.on_timers(&mut p, last + idle);
+    assert!(p.signals.contains(&(gen1[0], Signal::SIGTERM)));
 }
 
 #[test]

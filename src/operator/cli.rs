@@ -11,6 +11,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use super::probe_flags::{parse_ready, HealthArgs, ReadyArg};
+pub use super::steer_flags::SteerArg;
+use super::steer_flags::{parse_flow_idle, DEFAULT_HANDOVER_GRACE_MS, MAX_HANDOVER_GRACE_MS};
 use super::{addresses, help_text, suggest};
 use crate::kernel::probes::HealthKind;
 
@@ -24,12 +26,6 @@ use nix::unistd::{Gid, Group, Uid, User};
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most workers one launcher runs; far above what one machine serves well, low enough to catch typos.
 const MAX_WORKERS: usize = 4096;
-/// `--handover-grace` default: a SYN that reached an old listener just before it was steered out
-/// completes its handshake one round trip later; 100 ms covers most WAN round trips, costs 100 ms per
-/// reload, and measured 0 resets here down to 5 ms (README, "Steering").
-const DEFAULT_HANDOVER_GRACE_MS: u64 = 100;
-/// The longest `--handover-grace`: beyond it the old generation lingers for nothing.
-const MAX_HANDOVER_GRACE_MS: u64 = 60_000;
 /// Capability bits (CapEff in /proc/self/status) that let a non-root launcher change a worker's ids.
 const CAP_SETGID_BIT: u64 = 1 << 6;
 const CAP_SETUID_BIT: u64 = 1 << 7;
@@ -153,6 +149,14 @@ pub struct Args {
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_HANDOVER_GRACE_MS)]
     pub handover_grace: u64,
 
+    /// With steering: seconds a UDP flow stays with its worker after its last datagram (0: off)
+    ///
+    /// Datagrams from a client address and port stay with the worker that got the flow's first one
+    /// (a QUIC, DTLS or game session keeps its process across a reload), and an old generation is
+    /// stopped once none of its flows was active for this long (or at --stop-timeout). 30 suits QUIC
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_flow_idle)]
+    pub udp_flow_idle: Duration,
+
     /// Replace a worker that sent WATCHDOG=1 and then stays silent for this many seconds
     #[arg(long, value_name = "SECS")]
     pub watchdog: Option<f64>,
@@ -226,14 +230,6 @@ fn parse_workers(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `--steer` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SteerArg {
-    On,
-    Off,
-    Auto,
-}
-
 /// `--drain` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DrainArg {
@@ -293,6 +289,8 @@ pub struct Config {
     pub steer: SteerArg,
     /// With steering, how long a handed-over listener stays open after its queue is empty.
     pub handover_grace: Duration,
+    /// With steering, how long a UDP flow stays with its worker after its last datagram; zero: off.
+    pub udp_flow_idle: Duration,
 }
 
 /// A flag or PROGRAM that cannot work, with what to do about it.
@@ -342,6 +340,7 @@ impl Config {
             probation: self.probation,
             steer,
             handover_grace: self.handover_grace,
+            udp_flow_idle: self.udp_flow_idle,
         }
     }
 
@@ -436,6 +435,7 @@ impl Config {
             ready_path,
             steer: args.steer,
             handover_grace: Duration::from_millis(args.handover_grace),
+            udp_flow_idle: args.udp_flow_idle,
             ready,
             drain,
             inject,

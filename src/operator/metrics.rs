@@ -99,6 +99,7 @@ pub struct Metrics {
     restarts: Counter,
     generation: Gauge,
     accept_queue: Family<WorkerLabel, Gauge>,
+    udp_flows: Family<WorkerLabel, Gauge>,
 }
 
 impl Metrics {
@@ -109,6 +110,7 @@ impl Metrics {
         let restarts = Counter::default();
         let generation = Gauge::default();
         let accept_queue = Family::<WorkerLabel, Gauge>::default();
+        let udp_flows = Family::<WorkerLabel, Gauge>::default();
         let mut registry = Registry::default();
         registry.register(
             "reuseport_launch_reloads",
@@ -141,6 +143,11 @@ impl Metrics {
             "Connections waiting in a worker's listeners' accept queues, for the workers whose listeners the launcher holds",
             accept_queue.clone(),
         );
+        registry.register(
+            "reuseport_launch_udp_flows",
+            "Live UDP flows of a worker (seen within --udp-flow-idle), with --udp-flow-idle",
+            udp_flows.clone(),
+        );
         registry.register_collector(Box::new(MigrateReqCollector));
         // Both results exist from the start, so a rate() sees the first failure.
         for result in ["succeeded", "failed"] {
@@ -154,6 +161,7 @@ impl Metrics {
             restarts,
             generation,
             accept_queue,
+            udp_flows,
         }
     }
 
@@ -197,7 +205,15 @@ impl Metrics {
         }
         // Workers come and go: only the live ones with a known queue are reported.
         self.accept_queue.clear();
+        self.udp_flows.clear();
         for w in &snapshot.workers {
+            if let Some(flows) = w.udp_flows {
+                let label = WorkerLabel {
+                    generation: w.generation,
+                    slot: w.slot as u32,
+                };
+                self.udp_flows.get_or_create(&label).set(i64::from(flows));
+            }
             if let Some(depth) = w.accept_queue {
                 let label = WorkerLabel {
                     generation: w.generation,
@@ -272,6 +288,7 @@ mod tests {
                     status: None,
                     receiving: None,
                     accept_queue: (slot == 0).then_some(7),
+                    udp_flows: (slot == 0).then_some(3),
                 })
                 .collect(),
         }
@@ -317,6 +334,7 @@ mod tests {
             "# TYPE reuseport_launch_reload_duration_seconds histogram",
             "# TYPE reuseport_launch_tcp_migrate_req_total counter",
             "reuseport_launch_accept_queue{generation=\"2\",slot=\"0\"} 7",
+            "reuseport_launch_udp_flows{generation=\"2\",slot=\"0\"} 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -15,5 +15,6 @@ pub mod logging;
 pub mod metrics;
 pub mod probe_flags;
 pub mod status;
+pub mod steer_flags;
 pub mod suggest;
 pub mod systemd;

@@ -14,9 +14,11 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
     );
     // The HEALTH column only with --health (once a check has ended): the table stays as it was without.
     let checked = snapshot.workers.iter().any(|w| w.health.is_some());
+    // The FLOWS column only with --udp-flow-idle, likewise.
+    let flows = snapshot.workers.iter().any(|w| w.udp_flows.is_some());
     let _ = writeln!(
         out,
-        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{}",
+        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{}{}",
         "GEN",
         "SLOT",
         "PID",
@@ -26,6 +28,7 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
         "READY IN",
         "RECEIVING",
         "QUEUE",
+        if flows { "  FLOWS" } else { "" },
         if checked { "  HEALTH" } else { "" }
     );
     for w in &snapshot.workers {
@@ -40,6 +43,11 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
         let queue = w
             .accept_queue
             .map_or_else(|| "-".to_string(), |q| q.to_string());
+        let udp_flows = match w.udp_flows {
+            _ if !flows => String::new(),
+            None => format!("  {:>5}", "-"),
+            Some(n) => format!("  {n:>5}"),
+        };
         let health = match &w.health {
             _ if !checked => String::new(),
             None => "  -".to_string(),
@@ -53,7 +61,7 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
         };
         let _ = writeln!(
             out,
-            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{health}",
+            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{udp_flows}{health}",
             w.generation,
             w.slot,
             w.pid,
@@ -90,7 +98,7 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
         .iter()
         .map(|w| {
             format!(
-                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{},"receiving":{},"accept_queue":{},"health":{}}}"#,
+                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{},"receiving":{},"accept_queue":{},"udp_flows":{},"health":{}}}"#,
                 w.generation,
                 w.slot,
                 w.pid,
@@ -101,6 +109,7 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
                 w.status.as_deref().map_or_else(|| "null".to_string(), json_string),
                 w.receiving.map_or_else(|| "null".to_string(), |r| r.to_string()),
                 w.accept_queue.map_or_else(|| "null".to_string(), |q| q.to_string()),
+                w.udp_flows.map_or_else(|| "null".to_string(), |n| n.to_string()),
                 w.health.as_ref().map_or_else(|| "null".to_string(), |h| format!(
                     r#"{{"ok":{},"result":{},"ago_ms":{},"failures_in_a_row":{}}}"#,
                     h.passed,

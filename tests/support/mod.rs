@@ -14,6 +14,7 @@ pub mod netns;
 pub mod procfs;
 pub mod scenarios;
 pub mod static_server;
+pub mod udp;
 pub mod unchanged;
 pub mod user_manager;
 pub mod warming_server;

@@ -20,6 +20,7 @@ const BPF_MAP_CREATE: libc::c_int = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_int = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_int = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_int = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_int = 4;
 const BPF_PROG_LOAD: libc::c_int = 5;
 
 const BPF_PROG_TYPE_SK_REUSEPORT: u32 = 21;
@@ -143,6 +144,10 @@ pub enum Reg {
 pub enum Helper {
     /// `void *bpf_map_lookup_elem(map, key)`: pointer to the value, or NULL.
     MapLookupElem = 1,
+    /// `long bpf_map_update_elem(map, key, value, flags)`: 0 on success.
+    MapUpdateElem = 2,
+    /// `u64 bpf_ktime_get_ns(void)`: CLOCK_MONOTONIC in nanoseconds.
+    KtimeGetNs = 5,
     /// `long bpf_sk_select_reuseport(ctx, map, key, flags)`: 0 when the socket is selected.
     /// Not GPL-only.
     SkSelectReuseport = 82,
@@ -163,14 +168,16 @@ const MODE_MEM: u8 = 0x60;
 const SRC_K: u8 = 0x00; // operand is the immediate
 const SRC_X: u8 = 0x08; // operand is src_reg
 const ALU_ADD: u8 = 0x00;
+const ALU_SUB: u8 = 0x10;
 const ALU_MUL: u8 = 0x20;
+const ALU_RSH: u8 = 0x70;
 const ALU_MOD: u8 = 0x90;
 const ALU_MOV: u8 = 0xb0;
-#[cfg(test)]
 const JMP_JA: u8 = 0x00;
 const JMP_JEQ: u8 = 0x10;
 const JMP_JGT: u8 = 0x20;
 const JMP_JLT: u8 = 0xa0;
+const JMP_JNE: u8 = 0x50;
 const JMP_CALL: u8 = 0x80;
 const JMP_EXIT: u8 = 0x90;
 
@@ -215,6 +222,14 @@ impl Insn {
     pub fn add64_reg(dst: Reg, src: Reg) -> Insn {
         Insn::new(CLASS_ALU64 | ALU_ADD | SRC_X, dst, src, 0, 0)
     }
+    /// `dst -= src`
+    pub fn sub64_reg(dst: Reg, src: Reg) -> Insn {
+        Insn::new(CLASS_ALU64 | ALU_SUB | SRC_X, dst, src, 0, 0)
+    }
+    /// `dst >>= imm` (logical)
+    pub fn rsh64_imm(dst: Reg, imm: i32) -> Insn {
+        Insn::new(CLASS_ALU64 | ALU_RSH | SRC_K, dst, Reg::R0, 0, imm)
+    }
     /// `dst *= imm`
     pub fn mul64_imm(dst: Reg, imm: i32) -> Insn {
         Insn::new(CLASS_ALU64 | ALU_MUL | SRC_K, dst, Reg::R0, 0, imm)
@@ -238,6 +253,10 @@ impl Insn {
     /// `*(u32 *)(dst + off) = src`
     pub fn stx_w(dst: Reg, off: i16, src: Reg) -> Insn {
         Insn::new(CLASS_STX | SIZE_W | MODE_MEM, dst, src, off, 0)
+    }
+    /// `*(u64 *)(dst + off) = src`
+    pub fn stx_dw(dst: Reg, off: i16, src: Reg) -> Insn {
+        Insn::new(CLASS_STX | SIZE_DW | MODE_MEM, dst, src, off, 0)
     }
     /// `*(u32 *)(dst + off) = imm`
     pub fn st_w(dst: Reg, off: i16, imm: i32) -> Insn {
@@ -303,7 +322,6 @@ impl Asm {
         self.pending_jumps.push((self.insns.len(), to));
         self.op(Insn::new(code, dst, src, 0, imm))
     }
-    #[cfg(test)]
     /// `goto to`
     pub fn goto(&mut self, to: &'static str) -> &mut Asm {
         self.jump(CLASS_JMP | JMP_JA, Reg::R0, Reg::R0, 0, to)
@@ -311,6 +329,14 @@ impl Asm {
     /// `if reg == imm goto to`
     pub fn jump_if_eq_imm(&mut self, reg: Reg, imm: i32, to: &'static str) -> &mut Asm {
         self.jump(CLASS_JMP | JMP_JEQ | SRC_K, reg, Reg::R0, imm, to)
+    }
+    /// `if reg != imm goto to`
+    pub fn jump_if_ne_imm(&mut self, reg: Reg, imm: i32, to: &'static str) -> &mut Asm {
+        self.jump(CLASS_JMP | JMP_JNE | SRC_K, reg, Reg::R0, imm, to)
+    }
+    /// `if reg > imm goto to` (unsigned)
+    pub fn jump_if_gt_imm(&mut self, reg: Reg, imm: i32, to: &'static str) -> &mut Asm {
+        self.jump(CLASS_JMP | JMP_JGT | SRC_K, reg, Reg::R0, imm, to)
     }
     /// `if reg > other goto to` (unsigned)
     pub fn jump_if_gt_reg(&mut self, reg: Reg, other: Reg, to: &'static str) -> &mut Asm {
@@ -374,6 +400,8 @@ pub enum MapType {
     /// BPF_MAP_TYPE_REUSEPORT_SOCKARRAY: slot -> listening socket. Update with a socket fd;
     /// lookup from user space returns the socket cookie; a socket closes out of it by itself.
     ReuseportSockarray = 20,
+    /// BPF_MAP_TYPE_LRU_HASH: a hash whose least recently used entry makes room when it is full.
+    LruHash = 9,
 }
 
 #[repr(C)]
@@ -469,6 +497,29 @@ impl Map {
             Ok(()) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
             Err(e) => Err(self.error(format!("read entry {key}"), e)),
+        }
+    }
+
+    /// `map[key]` into `value` (exactly the map's value size); false when there is no entry.
+    pub fn lookup_bytes(&self, key: u32, value: &mut [u8]) -> Result<bool, BpfError> {
+        self.lookup_into(key, value.as_mut_ptr() as u64)
+    }
+
+    /// The key after `key` (the first key for None); None at the end. An entry deleted meanwhile
+    /// makes the kernel start over from the first key, so a walk reads at most one map's worth of
+    /// keys more than once.
+    pub fn next_key(&self, key: Option<u32>) -> Result<Option<u32>, BpfError> {
+        let mut next = 0u32;
+        let mut attr = MapElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: key.as_ref().map_or(0, |k| k as *const u32 as u64),
+            value: &mut next as *mut u32 as u64,
+            ..Default::default()
+        };
+        match sys_bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(_) => Ok(Some(next)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(self.error("walk the keys".into(), e)),
         }
     }
 

@@ -15,6 +15,11 @@
 //!   packet carries it) -> the sockarray slot of the worker it is meant for. An entry lives for
 //!   one probe; the slot it names is kept filled meanwhile, receiving or not.
 //!
+//! - `flows` (UDP groups with `--udp-flow-idle` only): LRU_HASH, a datagram's 4-tuple hash ->
+//!   the slot its flow was placed on and when it was last seen (flows.rs). While flows may
+//!   name them, the sockets of steered-out workers stay in `sockets` ("kept"), receiving
+//!   nothing new but their flows' datagrams.
+//!
 //! The program is attached to the group, not to a socket: the kernel keeps it while any
 //! socket of the group lives, and a group re-created after all its sockets closed has none.
 //! So the launcher re-attaches on every new listener; re-attaching is cheap and harmless.
@@ -31,6 +36,7 @@ use super::bpf::{
     attach_reuseport_program, Asm, AsmError, BpfError, Helper, Insn, Map, MapType, Program, Reg,
     ReuseportAttach,
 };
+use super::flows::Flows;
 
 /// Receivers one group can steer to: the launcher's --workers limit (MAX_WORKERS in cli.rs).
 pub const MAX_RECEIVERS: u32 = 4096;
@@ -188,6 +194,7 @@ impl Layout {
 /// SELECT_OR_MIGRATE, for each queued connection of a closing listener (then with an empty
 /// skb; `hash` is still the connection's). In words:
 ///
+/// 0a. (With flows, UDP only) a datagram of a live flow goes to its socket (flows.rs), SK_PASS.
 /// 0. A probe of the launcher's: when the packet holds a TCP source port (not while migrating:
 ///    the skb is empty then) and `probes` names a slot for it, choose that socket and, when it
 ///    is there, SK_PASS — whether or not that socket receives. Otherwise go on with 1.
@@ -195,15 +202,25 @@ impl Layout {
 /// 2. No receivers → SK_PASS without choosing: the kernel hashes over the whole group.
 /// 3. idx = hash % count; choose sockets[table[half base + 1 + idx]].
 /// 4. If that slot is empty (its socket just closed), choose the next entry, once.
-/// 5. SK_PASS: the kernel uses the chosen socket, or its own hash if none was chosen.
+/// 5. (With flows, UDP only) a socket chosen in 3 or 4 is recorded as the flow's.
+/// 6. SK_PASS: the kernel uses the chosen socket, or its own hash if none was chosen.
 ///
 /// Registers: r6 = ctx, r7 = key of the live half's count, r8 = count, r9 = idx
 /// (r6..r9 survive helper calls).
-fn steering_program(layout: Layout, maps: &Maps) -> Result<Vec<Insn>, AsmError> {
+fn steering_program(
+    layout: Layout,
+    maps: &Maps,
+    flows: Option<&Flows>,
+) -> Result<Vec<Insn>, AsmError> {
     use Reg::*;
     let half_len = layout.half_len() as i32;
+    let chosen = if flows.is_some() { "chosen" } else { "pass" };
     let mut a = Asm::new();
-    a.op(Insn::mov64_reg(R6, R1)) //                   r6 = ctx
+    a.op(Insn::mov64_reg(R6, R1)); //                   r6 = ctx
+    if let Some(flows) = flows {
+        flows.emit_follow(&mut a, maps.sockets.as_fd(), "pass"); // 0a.
+    }
+    a
         // 0. a probe: the source port (first 2 bytes of the TCP header) names the slot
         .op(Insn::ldx_dw(R2, R6, CTX_DATA)) //          r2 = data
         .op(Insn::ldx_dw(R3, R6, CTX_DATA_END)) //      r3 = data_end
@@ -250,14 +267,19 @@ fn steering_program(layout: Layout, maps: &Maps) -> Result<Vec<Insn>, AsmError> 
         .op(Insn::mod64_reg(R9, R8)) //                 r9 = idx = hash % count
         .label("first_try");
     select_entry(&mut a, maps); //                      r0 = 0 if chosen
-    a.jump_if_eq_imm(R0, 0, "pass") //                  chosen
+    a.jump_if_eq_imm(R0, 0, chosen) //                  chosen
         // 4. slot empty: try the next entry, wrapping
         .op(Insn::add64_imm(R9, 1)) //                  idx += 1
         .jump_if_lt_reg(R9, R8, "second_try") //        idx < count: keep
         .op(Insn::mov64_imm(R9, 0)) //                  else idx = 0
         .label("second_try");
-    select_entry(&mut a, maps); //                      result unused: see 5
-    a.label("pass") // 5.
+    select_entry(&mut a, maps); //                      r0 = 0 if chosen
+    if let Some(flows) = flows {
+        a.jump_if_ne_imm(R0, 0, "pass") //              none chosen: nothing to record
+            .label("chosen");
+        flows.emit_record(&mut a, STACK_SLOT); //       5.
+    }
+    a.label("pass") // 6.
         .op(Insn::mov64_imm(R0, SK_PASS)) //            r0 = SK_PASS
         .op(Insn::exit()); //                           return
     a.finish()
@@ -336,6 +358,10 @@ pub struct SteeringGroup {
     free_slots: BTreeSet<u32>,
     /// Probes under way: `probes` key -> the id of the socket it is routed to.
     probing: BTreeMap<u32, u64>,
+    /// UDP flows (`--udp-flow-idle`); None: the program has no flow rules.
+    flows: Option<Flows>,
+    /// Ids of sockets kept in `sockets` for their flows, not receiving.
+    kept: Vec<u64>,
 }
 
 impl SteeringGroup {
@@ -346,19 +372,34 @@ impl SteeringGroup {
                 max_receivers: MAX_RECEIVERS,
             },
             ReuseportAttach::SelectOrMigrate,
+            None,
         )
+    }
+
+    /// Like `new`, with UDP flows that stay with their socket while a datagram of theirs came
+    /// within `idle`.
+    pub fn with_flows(idle: std::time::Duration) -> Result<SteeringGroup, SteerError> {
+        let layout = Layout {
+            max_receivers: MAX_RECEIVERS,
+        };
+        SteeringGroup::with(layout, ReuseportAttach::SelectOrMigrate, Some(idle))
     }
 
     /// Whether this kernel and these privileges allow steering, for `--steer auto`: creates
     /// one-entry maps and loads the program once.
     pub fn probe_support() -> Result<(), SteerError> {
         let tiny = Layout { max_receivers: 1 };
-        SteeringGroup::with(tiny, ReuseportAttach::SelectOrMigrate).map(drop)
+        SteeringGroup::with(tiny, ReuseportAttach::SelectOrMigrate, None).map(drop)
     }
 
-    fn with(layout: Layout, attach: ReuseportAttach) -> Result<SteeringGroup, SteerError> {
+    fn with(
+        layout: Layout,
+        attach: ReuseportAttach,
+        flow_idle: Option<std::time::Duration>,
+    ) -> Result<SteeringGroup, SteerError> {
         let maps = Maps::create(layout)?;
-        let insns = steering_program(layout, &maps)?;
+        let flows = flow_idle.map(Flows::create).transpose()?;
+        let insns = steering_program(layout, &maps, flows.as_ref())?;
         let program = Program::load_sk_reuseport(PROGRAM_NAME, &insns, attach)?;
         Ok(SteeringGroup {
             layout,
@@ -369,6 +410,8 @@ impl SteeringGroup {
             slots: BTreeMap::new(),
             free_slots: (0..layout.socket_slots()).collect(),
             probing: BTreeMap::new(),
+            flows,
+            kept: Vec::new(),
         })
     }
 
@@ -446,6 +489,56 @@ impl SteeringGroup {
         self.forget_unwanted()
     }
 
+    /// Whether the program keeps UDP flows with their socket.
+    pub fn has_flows(&self) -> bool {
+        self.flows.is_some()
+    }
+
+    /// With flows: keeps exactly `sockets` in the sockarray, besides the receivers, for the flows
+    /// that may name them (call before `set_receiving`, which forgets what is neither).
+    pub fn keep(&mut self, sockets: &[(u64, BorrowedFd<'_>)]) -> Result<(), SteerError> {
+        self.kept.clear();
+        for &(id, fd) in &distinct_by_id(sockets) {
+            self.fill_slot(id, fd)?;
+            self.kept.push(id);
+        }
+        Ok(())
+    }
+
+    /// With flows: when a datagram of a flow on one of the sockets `ids` was last routed
+    /// (CLOCK_MONOTONIC ns); None when no flow of theirs is remembered.
+    pub fn flow_last_seen(&self, ids: &[u64]) -> Result<Option<u64>, SteerError> {
+        let Some(flows) = &self.flows else {
+            return Ok(None);
+        };
+        let slots: BTreeSet<u32> = ids
+            .iter()
+            .filter_map(|id| self.slots.get(id))
+            .copied()
+            .collect();
+        if slots.is_empty() {
+            return Ok(None);
+        }
+        Ok(flows.last_seen(&slots)?)
+    }
+
+    /// With flows: how many flows on the sockets `ids` are live at `now_ns` (CLOCK_MONOTONIC);
+    /// None for a group without flows.
+    pub fn live_flows(&self, ids: &[u64], now_ns: u64) -> Result<Option<u32>, SteerError> {
+        let Some(flows) = &self.flows else {
+            return Ok(None);
+        };
+        let slots: BTreeSet<u32> = ids
+            .iter()
+            .filter_map(|id| self.slots.get(id))
+            .copied()
+            .collect();
+        if slots.is_empty() {
+            return Ok(Some(0));
+        }
+        Ok(Some(flows.live(&slots, now_ns)?))
+    }
+
     #[cfg(test)]
     /// Ids of the sockets currently receiving, in table order.
     pub fn receiving(&self) -> Vec<u64> {
@@ -500,10 +593,13 @@ impl SteeringGroup {
         let unwanted: Vec<(u64, u32)> = self
             .slots
             .iter()
-            .filter(|(id, _)| !self.receiving.contains(id))
+            .filter(|(id, _)| !self.receiving.contains(id) && !self.kept.contains(id))
             .filter(|(id, _)| !self.probing.values().any(|p| p == *id))
             .map(|(&id, &slot)| (id, slot))
             .collect();
+        if let Some(flows) = self.flows.as_ref().filter(|_| !unwanted.is_empty()) {
+            flows.forget_slots(&unwanted.iter().map(|&(_, slot)| slot).collect())?;
+        }
         for (id, slot) in unwanted {
             self.maps.sockets.delete(slot)?;
             self.slots.remove(&id);
@@ -519,6 +615,7 @@ impl Drop for SteeringGroup {
     /// other `SteeringGroup` would get EBUSY for them until the program is replaced and freed.
     /// The program left behind finds count 0 and passes everything to the kernel's hash.
     fn drop(&mut self) {
+        self.kept.clear();
         if let Err(e) = self.set_receiving(&[]) {
             eprintln!("reuseport-launch: error: unable to release steered sockets: {e}");
         }
@@ -558,6 +655,8 @@ fn socket_cookie(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     Errno::result(rc).map(|_| cookie)
 }
 
+#[cfg(test)]
+mod flow_tests;
 #[cfg(test)]
 mod probe_tests;
 #[cfg(test)]

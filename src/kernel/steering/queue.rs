@@ -1,5 +1,6 @@
 //! A listener's accept queue: how many connections wait in it, read from TCP_INFO, and how many it
-//! may hold (the listen backlog), which the launcher raises for servers that ask for a tiny one.
+//! may hold (the listen backlog), which the launcher raises for servers that ask for a tiny one; and
+//! whether a UDP socket has a datagram waiting in its receive queue.
 //! Invariant: any copy of a listener's fd (e.g. one taken with pidfd_getfd) acts on the socket itself.
 
 use std::io;
@@ -48,6 +49,31 @@ pub fn accept_queue_depth(listener: BorrowedFd<'_>) -> io::Result<u32> {
         ));
     }
     Ok(info.unacked)
+}
+
+/// What waits on `socket`: for a TCP listener the connections in its accept queue; for a UDP socket
+/// 1 when a datagram waits in its receive queue, else 0 (peeked without taking it: MSG_PEEK into an
+/// empty buffer also sees a zero-length datagram, which FIONREAD would report as 0 bytes).
+pub fn waiting(socket: BorrowedFd<'_>) -> io::Result<u32> {
+    if socket2::SockRef::from(&socket).r#type()? != socket2::Type::DGRAM {
+        return accept_queue_depth(socket);
+    }
+    // SAFETY: recv(2) into an empty buffer writes nothing; MSG_PEEK leaves the datagram queued.
+    let got = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+        )
+    };
+    if got >= 0 {
+        return Ok(1);
+    }
+    match io::Error::last_os_error() {
+        e if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        e => Err(e),
+    }
 }
 
 /// Raises the listen backlog of `listener` to `at_least` when it is smaller (listen(2) again on a
@@ -117,6 +143,23 @@ mod tests {
         assert!(wait_until(|| depth() == 5), "queue depth {} != 5", depth());
         let _first = listener.accept().unwrap();
         assert_eq!(depth(), 4);
+    }
+
+    #[test]
+    fn a_udp_socket_waits_while_a_datagram_is_queued() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(waiting(server.as_fd()).unwrap(), 0);
+        client.send_to(b"", server.local_addr().unwrap()).unwrap();
+        client
+            .send_to(b"two", server.local_addr().unwrap())
+            .unwrap();
+        assert!(wait_until(|| waiting(server.as_fd()).unwrap() == 1));
+        let mut buffer = [0u8; 8];
+        assert_eq!(server.recv(&mut buffer).unwrap(), 0, "peeking took nothing");
+        assert_eq!(waiting(server.as_fd()).unwrap(), 1);
+        assert_eq!(server.recv(&mut buffer).unwrap(), 3);
+        assert_eq!(waiting(server.as_fd()).unwrap(), 0);
     }
 
     #[test]

@@ -124,7 +124,7 @@ fn verifier_accepts_the_steering_program() {
     let layout = Layout {
         max_receivers: MAX_RECEIVERS,
     };
-    SteeringGroup::with(layout, ReuseportAttach::Select).unwrap_or_else(|e| panic!("{e}"));
+    SteeringGroup::with(layout, ReuseportAttach::Select, None).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -135,19 +135,22 @@ fn the_program_always_ends_in_sk_pass() {
     let layout = Layout {
         max_receivers: MAX_RECEIVERS,
     };
-    let insns = steering_program(layout, &Maps::create(layout).unwrap()).unwrap();
-    eprintln!("steering program: {} instruction slots", insns.len());
-    assert_eq!(
-        insns[insns.len() - 2..],
-        [Insn::mov64_imm(Reg::R0, SK_PASS), Insn::exit()]
-    );
-    let mov_imm = Insn::mov64_imm(Reg::R0, 0).code;
-    let sets_r0 = |i: &&Insn| i.code == mov_imm && i.regs & 0x0f == Reg::R0 as u8;
-    assert_eq!(
-        insns.iter().filter(sets_r0).count(),
-        1,
-        "r0 is only ever set to SK_PASS"
-    );
+    let flows = super::super::flows::Flows::create(Duration::from_secs(30)).unwrap();
+    for flows in [None, Some(&flows)] {
+        let insns = steering_program(layout, &Maps::create(layout).unwrap(), flows).unwrap();
+        eprintln!("steering program: {} instruction slots", insns.len());
+        assert_eq!(
+            insns[insns.len() - 2..],
+            [Insn::mov64_imm(Reg::R0, SK_PASS), Insn::exit()]
+        );
+        let mov_imm = Insn::mov64_imm(Reg::R0, 0).code;
+        let sets_r0 = |i: &&Insn| i.code == mov_imm && i.regs & 0x0f == Reg::R0 as u8;
+        assert_eq!(
+            insns.iter().filter(sets_r0).count(),
+            1,
+            "r0 is only ever set to SK_PASS"
+        );
+    }
 }
 
 #[test]
@@ -336,7 +339,7 @@ fn without_the_migrate_hook_queued_connections_are_reset() {
     let layout = Layout {
         max_receivers: MAX_RECEIVERS,
     };
-    let mut group = SteeringGroup::with(layout, ReuseportAttach::Select).unwrap();
+    let mut group = SteeringGroup::with(layout, ReuseportAttach::Select, None).unwrap();
     group.attach(listeners[0].as_fd()).unwrap();
     group.set_receiving(&receivers(&[&listeners[0]])).unwrap();
     let mut clients = connect_all(addr, queued);
