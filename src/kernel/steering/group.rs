@@ -2,7 +2,7 @@
 //! receive new connections, by an SK_REUSEPORT program reading a table the launcher rewrites.
 //! Invariant: the half of the table the program reads only names sockarray slots that hold a
 //! wanted socket, and it is never edited in place — the other half is written, then `active`
-//! flips, then slots nobody wants are emptied. The program never drops: whenever it cannot
+//! flips, then slots named by neither half are emptied. The program never drops: whenever it cannot
 //! choose, it returns SK_PASS and the kernel picks by its own hash.
 //!
 //! Maps:
@@ -352,6 +352,10 @@ pub struct SteeringGroup {
     live_half: u32,
     /// Ids in the live half, in table order.
     receiving: Vec<u64>,
+    /// Ids of the half that was live before the last flip. Their slots are emptied only at the next
+    /// change: a program that read `active` just before the flip may still pick from that half, and an
+    /// emptied slot there would make it fall back to the kernel's hash (which includes strangers).
+    previous: Vec<u64>,
     /// Every socket we put in `sockets`, by the caller's id.
     slots: BTreeMap<u64, u32>,
     /// Sockarray slots no id holds.
@@ -407,6 +411,7 @@ impl SteeringGroup {
             program,
             live_half: 0,
             receiving: Vec::new(),
+            previous: Vec::new(),
             slots: BTreeMap::new(),
             free_slots: (0..layout.socket_slots()).collect(),
             probing: BTreeMap::new(),
@@ -435,11 +440,13 @@ impl SteeringGroup {
     /// 1. each socket gets its slot filled (a new socket gets a slot the live half does not use);
     /// 2. the other half's entries, then its count, are written;
     /// 3. `active` flips to that half;
-    /// 4. slots of sockets no longer wanted are emptied and forgotten.
+    /// 4. slots of sockets named by neither the new live half nor the one it replaced are emptied
+    ///    and forgotten.
     ///
-    /// A program run that read `active` just before a flip finishes on the old half; only a
-    /// second call within that run (microseconds) could change what it reads, and the worst
-    /// it then meets is an empty slot, where it falls back to the kernel's hash.
+    /// A program run that read `active` just before a flip finishes on the old half, whose
+    /// sockets stay in their slots until the next call: it picks one of them (a worker being
+    /// steered out, which still accepts), never an empty slot, where it would fall back to the
+    /// kernel's hash over the whole group, strangers included.
     pub fn set_receiving(&mut self, sockets: &[(u64, BorrowedFd<'_>)]) -> Result<(), SteerError> {
         let wanted = distinct_by_id(sockets);
         if wanted.len() > self.layout.max_receivers as usize {
@@ -455,7 +462,10 @@ impl SteeringGroup {
         self.write_half(next_half, &slots)?;
         self.maps.active.update_u32(0, next_half)?;
         self.live_half = next_half;
-        self.receiving = wanted.iter().map(|&(id, _)| id).collect();
+        self.previous = std::mem::replace(
+            &mut self.receiving,
+            wanted.iter().map(|&(id, _)| id).collect(),
+        );
         self.forget_unwanted()
     }
 
@@ -587,13 +597,17 @@ impl SteeringGroup {
             .update_u32(self.layout.count_key(half), count)
     }
 
-    /// Step 4: empty and free the slots of ids not in the live half. An already-empty slot
+    /// Step 4: empty and free the slots of ids in neither half. An already-empty slot
     /// (its socket closed) is fine.
     fn forget_unwanted(&mut self) -> Result<(), SteerError> {
         let unwanted: Vec<(u64, u32)> = self
             .slots
             .iter()
-            .filter(|(id, _)| !self.receiving.contains(id) && !self.kept.contains(id))
+            .filter(|(id, _)| {
+                !self.receiving.contains(id)
+                    && !self.previous.contains(id)
+                    && !self.kept.contains(id)
+            })
             .filter(|(id, _)| !self.probing.values().any(|p| p == *id))
             .map(|(&id, &slot)| (id, slot))
             .collect();
@@ -616,7 +630,11 @@ impl Drop for SteeringGroup {
     /// The program left behind finds count 0 and passes everything to the kernel's hash.
     fn drop(&mut self) {
         self.kept.clear();
-        if let Err(e) = self.set_receiving(&[]) {
+        let released = self.set_receiving(&[]).and_then(|()| {
+            self.previous.clear();
+            self.forget_unwanted()
+        });
+        if let Err(e) = released {
             eprintln!("reuseport-launch: error: unable to release steered sockets: {e}");
         }
     }
