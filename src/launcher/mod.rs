@@ -109,6 +109,15 @@ impl Launcher {
         std::mem::take(&mut self.announcements)
     }
 
+    /// The pids of every live worker of `generation`.
+    fn pids_of_generation(&self, generation: u32) -> Vec<Pid> {
+        self.workers
+            .iter()
+            .filter(|w| w.generation == generation)
+            .map(|w| w.pid)
+            .collect()
+    }
+
     fn count(&self, generation: u32, phase: impl Fn(WorkerPhase) -> bool) -> usize {
         self.workers
             .iter()

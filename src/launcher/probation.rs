@@ -164,12 +164,7 @@ impl Launcher {
         requested: Instant,
         now: Instant,
     ) {
-        let old_pids: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|w| w.generation == old)
-            .map(|w| w.pid)
-            .collect();
+        let old_pids = self.pids_of_generation(old);
         info!("generation {old}: stopping {} workers", old_pids.len());
         for pid in old_pids {
             self.stop_worker(processes, pid, now);

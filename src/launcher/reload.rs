@@ -160,12 +160,7 @@ impl Launcher {
             "reload to generation {next} failed: {reason}; generation {} keeps serving",
             self.active
         );
-        let doomed: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|w| w.generation == next)
-            .map(|w| w.pid)
-            .collect();
+        let doomed = self.pids_of_generation(next);
         for pid in doomed {
             self.stop_worker(processes, pid, now);
         }

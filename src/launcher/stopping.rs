@@ -50,12 +50,7 @@ impl Launcher {
     fn start_lb_drain(&mut self, processes: &mut impl Processes, now: Instant) {
         let lb_drain = self.policy.lb_drain;
         if let Phase::Reloading { next, .. } = self.phase {
-            let doomed: Vec<Pid> = self
-                .workers
-                .iter()
-                .filter(|w| w.generation == next)
-                .map(|w| w.pid)
-                .collect();
+            let doomed = self.pids_of_generation(next);
             info!(
                 "stop requested during the reload to generation {next}: stopping its {} workers",
                 doomed.len()

@@ -149,9 +149,14 @@ fn ready(l: &mut Launcher, p: &mut FakeProcesses, pids: &[Pid], now: Instant) {
 
 /// A launcher whose generation 1 serves.
 fn serving() -> (Launcher, FakeProcesses, Instant) {
+    serving_with(policy())
+}
+
+/// A launcher with `policy` whose generation 1 serves.
+fn serving_with(policy: Policy) -> (Launcher, FakeProcesses, Instant) {
     let t0 = Instant::now();
     let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(policy(), t0);
+    let mut l = Launcher::new(policy, t0);
     l.start(&mut p, t0);
     let gen1 = pids_of(&p, 1);
     ready(&mut l, &mut p, &gen1, t0);
@@ -456,13 +461,7 @@ fn sd_notify_servers_keep_the_plain_stop_order() {
 
 /// A launcher with steering whose generation 1 serves (sd_notify servers: drained by signal).
 fn steered_serving() -> (Launcher, FakeProcesses, Instant) {
-    let t0 = Instant::now();
-    let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(steering(), t0);
-    l.start(&mut p, t0);
-    let gen1 = pids_of(&p, 1);
-    ready(&mut l, &mut p, &gen1, t0);
-    (l, p, t0)
+    serving_with(steering())
 }
 
 #[test]
@@ -527,18 +526,11 @@ fn handover_signals_the_old_generation_only_after_its_queue_is_empty_and_the_gra
 #[test]
 fn udp_flows_keep_a_steered_out_worker_until_they_are_idle() {
     let idle = Duration::from_millis(800);
-    let t0 = Instant::now();
-    let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(
-        Policy {
-            udp_flow_idle: idle,
-            ..steering()
-        },
-        t0,
-    );
-    l.start(&mut p, t0);
+    let (mut l, mut p, t0) = serving_with(Policy {
+        udp_flow_idle: idle,
+        ..steering()
+    });
     let gen1 = pids_of(&p, 1);
-    ready(&mut l, &mut p, &gen1, t0);
     l.request_reload(&mut p, t0);
     let gen2 = pids_of(&p, 2);
     // gen1[0] has a session whose last datagram came 100 ms after the new generation got ready.

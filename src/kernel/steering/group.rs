@@ -521,11 +521,7 @@ impl SteeringGroup {
         let Some(flows) = &self.flows else {
             return Ok(None);
         };
-        let slots: BTreeSet<u32> = ids
-            .iter()
-            .filter_map(|id| self.slots.get(id))
-            .copied()
-            .collect();
+        let slots = self.slots_of(ids);
         if slots.is_empty() {
             return Ok(None);
         }
@@ -538,15 +534,19 @@ impl SteeringGroup {
         let Some(flows) = &self.flows else {
             return Ok(None);
         };
-        let slots: BTreeSet<u32> = ids
-            .iter()
-            .filter_map(|id| self.slots.get(id))
-            .copied()
-            .collect();
+        let slots = self.slots_of(ids);
         if slots.is_empty() {
             return Ok(Some(0));
         }
         Ok(Some(flows.live(&slots, now_ns)?))
+    }
+
+    /// The sockarray slots of the sockets `ids` (those this group holds).
+    fn slots_of(&self, ids: &[u64]) -> BTreeSet<u32> {
+        ids.iter()
+            .filter_map(|id| self.slots.get(id))
+            .copied()
+            .collect()
     }
 
     #[cfg(test)]

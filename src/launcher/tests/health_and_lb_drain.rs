@@ -34,18 +34,11 @@ fn health_needs_every_slot_ready_in_the_active_generation() {
 
 #[test]
 fn lb_drain_keeps_workers_serving_while_unhealthy_then_drains() {
-    let t0 = Instant::now();
-    let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(
-        Policy {
-            lb_drain: 4 * SEC,
-            ..policy()
-        },
-        t0,
-    );
-    l.start(&mut p, t0);
+    let (mut l, mut p, t0) = serving_with(Policy {
+        lb_drain: 4 * SEC,
+        ..policy()
+    });
     let gen1 = pids_of(&p, 1);
-    ready(&mut l, &mut p, &gen1, t0);
     // A reload in progress is given up: its workers stop, generation 1 keeps serving.
     l.request_reload(&mut p, t0);
     let gen2 = pids_of(&p, 2);
@@ -103,18 +96,10 @@ fn lb_drain_keeps_workers_serving_while_unhealthy_then_drains() {
 
 #[test]
 fn a_second_stop_request_skips_the_rest_of_lb_drain() {
-    let t0 = Instant::now();
-    let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(
-        Policy {
-            lb_drain: 30 * SEC,
-            ..policy()
-        },
-        t0,
-    );
-    l.start(&mut p, t0);
-    let gen1 = pids_of(&p, 1);
-    ready(&mut l, &mut p, &gen1, t0);
+    let (mut l, mut p, t0) = serving_with(Policy {
+        lb_drain: 30 * SEC,
+        ..policy()
+    });
     l.request_stop(&mut p, t0);
     assert!(p.signals.is_empty());
     l.request_stop(&mut p, t0 + SEC);

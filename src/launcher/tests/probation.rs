@@ -8,19 +8,12 @@ const PROBATION: Duration = Duration::from_secs(5);
 
 /// Generation 1 serves, generation 2 just got ready and is on probation.
 fn on_probation() -> (Launcher, FakeProcesses, Instant, Vec<Pid>, Vec<Pid>) {
-    let t0 = Instant::now();
-    let mut p = FakeProcesses::default();
-    let mut l = Launcher::new(
-        Policy {
-            steer: true,
-            probation: PROBATION,
-            ..policy()
-        },
-        t0,
-    );
-    l.start(&mut p, t0);
+    let (mut l, mut p, t0) = serving_with(Policy {
+        steer: true,
+        probation: PROBATION,
+        ..policy()
+    });
     let gen1 = pids_of(&p, 1);
-    ready(&mut l, &mut p, &gen1, t0);
     l.take_announcements();
     l.request_reload(&mut p, t0);
     let gen2 = pids_of(&p, 2);
