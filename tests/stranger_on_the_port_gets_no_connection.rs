@@ -31,6 +31,23 @@ while True:
     c.close()
 "#;
 
+/// A launcher of WORKERS example servers on 127.0.0.1:`port`, with `flags`, once it serves.
+fn example_launcher(dir: &TempDir, port: u16, flags: &[&str]) -> Launcher {
+    let workers = WORKERS.to_string();
+    let port = port.to_string();
+    let mut args = vec!["--workers", workers.as_str()];
+    args.extend_from_slice(flags);
+    args.extend([
+        "--",
+        example_server(),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port.as_str(),
+    ]);
+    Launcher::spawn_serving(dir, &args, DEADLINE)
+}
+
 /// Starts the stranger on 127.0.0.1:`port` and waits until it listens.
 fn start_stranger(dir: &TempDir, port: u16) -> ChildGuard {
     let script = dir.join("stranger.py");
@@ -55,27 +72,7 @@ fn stranger_on_the_port_gets_no_connection() {
     let dir = TempDir::new("stranger_on_the_port");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let server = |launcher_dir: &TempDir, name: &str, steer: &str| {
-        Launcher::spawn_serving(
-            launcher_dir,
-            &[
-                "--workers",
-                &WORKERS.to_string(),
-                "--name",
-                name,
-                "--steer",
-                steer,
-                "--",
-                example_server(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-            ],
-            DEADLINE,
-        )
-    };
-    let launcher = server(&dir, "steered", "on");
+    let launcher = example_launcher(&dir, port, &["--name", "steered", "--steer", "on"]);
     let stranger = start_stranger(&dir, port);
     let load = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
     assert!(load.wait_for_traffic(Duration::from_secs(10)));
@@ -88,7 +85,7 @@ fn stranger_on_the_port_gets_no_connection() {
     );
 
     let other_dir = TempDir::new("stranger_on_the_port_other_launcher");
-    let other = server(&other_dir, "other", "off");
+    let other = example_launcher(&other_dir, port, &["--name", "other", "--steer", "off"]);
     let other_workers = other.workers_of(1);
     reload_and_wait(&launcher, WORKERS, 3, DEADLINE, || {});
     let other_named = format!("another reuseport-launch (launcher pid {})", other.pid());
@@ -132,23 +129,7 @@ fn stranger_gets_nothing_from_servers_that_set_so_reuseport_themselves() {
     let dir = TempDir::new("stranger_no_inject");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let launcher = Launcher::spawn_serving(
-        &dir,
-        &[
-            "--workers",
-            &WORKERS.to_string(),
-            "--no-inject",
-            "--steer",
-            "on",
-            "--",
-            example_server(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-        ],
-        DEADLINE,
-    );
+    let launcher = example_launcher(&dir, port, &["--no-inject", "--steer", "on"]);
     let stranger = start_stranger(&dir, port);
     let load = Loadgen::start(&dir, "close", &addr, Mode::Close, 4, &[]);
     assert!(load.wait_for_traffic(Duration::from_secs(10)));
