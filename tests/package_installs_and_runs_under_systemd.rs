@@ -20,7 +20,7 @@ const UNIT: &str = "reuseport-launch@pkg.service";
 /// Where the packaged unit expects the binary.
 const PACKAGED_LAUNCHER: &str = "/usr/bin/reuseport-launch";
 /// scripts/package: a release build (up to date after the test build, else a few minutes on 2 cores),
-/// cargo-deb's own install when it is missing, and the packaging itself.
+/// and the packaging itself (dpkg-deb, offline).
 const PACKAGE_DEADLINE: Duration = Duration::from_secs(900);
 /// dpkg-deb and the packaged binary's --version answer in milliseconds.
 const QUICK_DEADLINE: Duration = Duration::from_secs(30);
