@@ -115,6 +115,7 @@ impl Launcher {
         warn!("reload to generation {} failed: {reason}", p.new);
         self.active = p.old;
         self.slots = vec![Slot::default(); self.policy.workers];
+        self.all_slots_on(p.old);
         let health = self.policy.health;
         for worker in self.workers.iter_mut().filter(|w| w.generation == p.old) {
             worker.health_at = health.map(|h| now + h.interval);

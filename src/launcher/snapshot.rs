@@ -71,7 +71,7 @@ impl Launcher {
                     WorkerPhase::Stopping { .. } => "stopping",
                 },
                 uptime: now.saturating_duration_since(w.spawned_at),
-                restarts: if w.generation == self.active {
+                restarts: if w.generation == self.slot_generation(w.slot) {
                     self.slots.get(w.slot).map_or(0, |s| s.restarts)
                 } else {
                     0
@@ -119,7 +119,9 @@ impl Launcher {
         let missing: Vec<String> = (0..self.policy.workers)
             .filter(|&slot| {
                 !self.workers.iter().any(|w| {
-                    w.generation == self.active && w.slot == slot && w.phase == WorkerPhase::Ready
+                    w.generation == self.slot_generation(slot)
+                        && w.slot == slot
+                        && w.phase == WorkerPhase::Ready
                 })
             })
             .map(|slot| slot.to_string())
