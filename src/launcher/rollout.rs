@@ -72,7 +72,12 @@ impl Launcher {
     }
 
     /// Starts the rollout of generation `next` (the phase is already Reloading).
-    pub(super) fn begin_rollout(&mut self, processes: &mut impl Processes, next: u32, now: Instant) {
+    pub(super) fn begin_rollout(
+        &mut self,
+        processes: &mut impl Processes,
+        next: u32,
+        now: Instant,
+    ) {
         let asked = self.next_surge.take();
         let surge = self.surge_for_reload(asked);
         let pending: Vec<usize> = (0..self.policy.workers)

@@ -14,6 +14,9 @@ pub struct Snapshot {
     pub status_line: String,
     pub last_reload: Option<ReloadResult>,
     pub workers: Vec<WorkerRow>,
+    /// The generation that serves each slot, by slot: during a batched reload (`--max-surge`), and
+    /// after one that failed part-way, slots serve different generations.
+    pub slots: Vec<u32>,
 }
 
 /// One worker in a `Snapshot`.
@@ -102,6 +105,9 @@ impl Launcher {
             status_line: self.status_line(),
             last_reload: self.last_reload.clone(),
             workers,
+            slots: (0..self.policy.workers)
+                .map(|slot| self.slot_generation(slot))
+                .collect(),
         }
     }
 
@@ -140,10 +146,28 @@ impl Launcher {
     /// A one-line summary for humans and for systemd's STATUS=.
     pub fn status_line(&self) -> String {
         let ready = self.count(self.active, |p| p == WorkerPhase::Ready);
-        let base = format!(
-            "gen {}: {}/{} ready",
-            self.active, ready, self.policy.workers
-        );
+        let base = if self.is_mixed() {
+            // Slots of several generations: each slot counts when its serving worker is ready.
+            let serving = (0..self.policy.workers)
+                .filter(|&slot| {
+                    self.workers.iter().any(|w| {
+                        w.slot == slot
+                            && w.generation == self.slot_generation(slot)
+                            && w.phase == WorkerPhase::Ready
+                    })
+                })
+                .count();
+            format!(
+                "{}: {serving}/{} ready",
+                self.slots_summary(),
+                self.policy.workers
+            )
+        } else {
+            format!(
+                "gen {}: {}/{} ready",
+                self.active, ready, self.policy.workers
+            )
+        };
         match (&self.phase, &self.last_reload) {
             (Phase::Serving, _) if self.probation.is_some() => {
                 let old = self.probation.as_ref().map_or(0, |p| p.old);
@@ -151,6 +175,30 @@ impl Launcher {
             }
             (Phase::Starting, _) => {
                 format!("gen 1 starting: {}/{} ready", ready, self.policy.workers)
+            }
+            (Phase::Reloading { next, .. }, _)
+                if self
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.surge < self.policy.workers) =>
+            {
+                let rollout = self.rollout.as_ref().expect("checked above");
+                let batch_ready = rollout
+                    .batch
+                    .iter()
+                    .filter(|&&slot| {
+                        self.workers.iter().any(|w| {
+                            w.generation == *next && w.slot == slot && w.phase == WorkerPhase::Ready
+                        })
+                    })
+                    .count();
+                format!(
+                    "{base}; reloading to gen {next}, {} at a time (--max-surge): {}, batch {}: {batch_ready}/{} ready",
+                    rollout.surge,
+                    self.slots_on(*next),
+                    rollout.batches,
+                    rollout.batch.len()
+                )
             }
             (Phase::Reloading { next, .. }, _) => {
                 let next_ready = self.count(*next, |p| p == WorkerPhase::Ready);

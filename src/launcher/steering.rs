@@ -43,7 +43,9 @@ impl Launcher {
         }
         self.workers
             .iter()
-            .filter(|w| w.generation == self.slot_generation(w.slot) && w.phase == WorkerPhase::Ready)
+            .filter(|w| {
+                w.generation == self.slot_generation(w.slot) && w.phase == WorkerPhase::Ready
+            })
             .map(|w| w.pid)
             .collect()
     }

@@ -412,7 +412,8 @@ impl Config {
             (DrainArg::Listener, true) => DrainMode::Listener,
             (DrainArg::Auto, true) => DrainMode::Auto,
         };
-        let run_as = run_as::resolve(args.user.as_deref(), args.group.as_deref()).map_err(|e| bad(&e))?;
+        let run_as =
+            run_as::resolve(args.user.as_deref(), args.group.as_deref()).map_err(|e| bad(&e))?;
         let is_node = program
             .file_name()
             .is_some_and(|n| n == "node" || n == "nodejs");

@@ -594,8 +594,14 @@ mod tests {
         for r in [
             Request::Status,
             Request::StatusJson,
-            Request::Reload { wait: true, max_surge: None },
-            Request::Reload { wait: false, max_surge: Some(2) },
+            Request::Reload {
+                wait: true,
+                max_surge: None,
+            },
+            Request::Reload {
+                wait: false,
+                max_surge: Some(2),
+            },
             Request::Scale(3),
             Request::Stop,
         ] {

@@ -105,7 +105,9 @@ mod tests {
         assert!(err.contains("SIGTERM stops the launcher"), "{err}");
         assert!(parse_reload_signal("sigint").unwrap_err().contains("stops"));
         assert!(parse_reload_signal("CHLD").unwrap_err().contains("exited"));
-        assert!(parse_reload_signal("QUIT").unwrap_err().contains("quit key"));
+        assert!(parse_reload_signal("QUIT")
+            .unwrap_err()
+            .contains("quit key"));
         assert!(parse_reload_signal("TTIN").unwrap_err().contains("scales"));
         assert!(parse_reload_signal("KILL")
             .unwrap_err()

@@ -25,7 +25,9 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>,
             found
                 .map_err(|e| format!("--user {name}: unable to look it up: {e}"))?
                 .ok_or_else(|| {
-                    format!("--user {name}: no such user (see /etc/passwd or `getent passwd {name}`)")
+                    format!(
+                        "--user {name}: no such user (see /etc/passwd or `getent passwd {name}`)"
+                    )
                 })
         })
         .transpose()?;
@@ -38,7 +40,9 @@ pub fn resolve(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>,
             found
                 .map_err(|e| format!("--group {name}: unable to look it up: {e}"))?
                 .ok_or_else(|| {
-                    format!("--group {name}: no such group (see /etc/group or `getent group {name}`)")
+                    format!(
+                        "--group {name}: no such group (see /etc/group or `getent group {name}`)"
+                    )
                 })?
                 .gid
         }
