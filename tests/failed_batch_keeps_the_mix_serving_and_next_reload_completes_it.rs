@@ -18,7 +18,9 @@ const WAIT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The slot (REUSEPORT_LAUNCH_WORKER) of a live worker.
 fn slot_of(pid: i32) -> Option<usize> {
-    procfs::env_var(pid, "REUSEPORT_LAUNCH_WORKER")?.parse().ok()
+    procfs::env_var(pid, "REUSEPORT_LAUNCH_WORKER")?
+        .parse()
+        .ok()
 }
 
 #[test]
@@ -76,7 +78,10 @@ fn failed_batch_keeps_the_mix_serving_and_next_reload_completes_it() {
             failed.show()
         );
     }
-    assert!(launcher.running(), "the launcher exited after a failed batch");
+    assert!(
+        launcher.running(),
+        "the launcher exited after a failed batch"
+    );
     // The mix: generation 2 in slots 0 and 1, the very same generation-1 workers in 2 and 3.
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -109,7 +114,11 @@ fn failed_batch_keeps_the_mix_serving_and_next_reload_completes_it() {
         "status line: {}",
         status.stdout
     );
-    let json = client(&dir, &["status", "--name", "web", "--json"], CLIENT_DEADLINE);
+    let json = client(
+        &dir,
+        &["status", "--name", "web", "--json"],
+        CLIENT_DEADLINE,
+    );
     assert!(
         json.stdout
             .contains(r#""slots":[{"slot":0,"generation":2},{"slot":1,"generation":2},{"slot":2,"generation":1},{"slot":3,"generation":1}]"#),

@@ -120,7 +120,10 @@ fn max_surge_reload_keeps_at_most_workers_plus_surge_alive() {
     );
     for _ in 0..8 {
         let (generation, pid) = http_get(&addr);
-        assert_eq!(generation, 2, "pid {pid} of generation {generation} answered");
+        assert_eq!(
+            generation, 2,
+            "pid {pid} of generation {generation} answered"
+        );
     }
 
     let report = load.stop();
