@@ -192,12 +192,23 @@ impl Launcher {
                         })
                     })
                     .count();
+                let batch = if rollout.batch.is_empty() {
+                    format!(
+                        "batch {} waits for the old workers of batch {} to exit",
+                        rollout.batches + 1,
+                        rollout.batches
+                    )
+                } else {
+                    format!(
+                        "batch {}: {batch_ready}/{} ready",
+                        rollout.batches,
+                        rollout.batch.len()
+                    )
+                };
                 format!(
-                    "{base}; reloading to gen {next}, {} at a time (--max-surge): {}, batch {}: {batch_ready}/{} ready",
+                    "{base}; reloading to gen {next}, {} at a time (--max-surge): {}, {batch}",
                     rollout.surge,
                     self.slots_on(*next),
-                    rollout.batches,
-                    rollout.batch.len()
                 )
             }
             (Phase::Reloading { next, .. }, _) => {
