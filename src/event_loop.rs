@@ -32,8 +32,10 @@ use crate::operator::cli::{Config, SteerArg};
 use crate::operator::control::ControlServer;
 use crate::operator::systemd::ServiceManager;
 
-/// Signals the launcher acts on. SIGCHLD only wakes the loop; reaping happens on every round.
-/// SIGTTIN/SIGTTOU scale by one worker up/down, as in einhorn and unicorn.
+/// Signals the launcher acts on, besides `--reload-signal`. SIGCHLD only wakes the loop; reaping
+/// happens on every round. SIGTTIN/SIGTTOU scale by one worker up/down, as in einhorn and unicorn.
+/// SIGHUP is caught whatever `--reload-signal` says: when another signal reloads, a SIGHUP is logged
+/// and ignored rather than left to its default action (ending the launcher).
 const HANDLED_SIGNALS: &[Signal] = &[
     Signal::SIGHUP,
     Signal::SIGTERM,
@@ -76,7 +78,11 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
     }
     listen::check_available(&config.listen)?;
     let now = Instant::now();
-    let signals = SignalPipe::install(HANDLED_SIGNALS)
+    let mut handled = HANDLED_SIGNALS.to_vec();
+    if !handled.contains(&config.reload_signal) {
+        handled.push(config.reload_signal);
+    }
+    let signals = SignalPipe::install(&handled)
         .map_err(|e| format!("unable to install signal handlers: {e}"))?;
     let notify = NotifySocket::bind()
         .map_err(|e| format!("unable to create the workers' notify socket: {e}"))?;
@@ -167,9 +173,15 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
 
         for signal in io.signals.drain() {
             match signal {
-                Signal::SIGHUP => {
+                reload if reload == config.reload_signal => {
                     launcher.request_reload(&mut io.supervisor, now);
                 }
+                Signal::SIGHUP => info!(
+                    "SIGHUP ignored: the reload signal is {} (--reload-signal); send that, or run \
+                     `reuseport-launch reload --name {}`",
+                    config.reload_signal.as_str(),
+                    config.name
+                ),
                 Signal::SIGTERM | Signal::SIGINT => launcher.request_stop(&mut io.supervisor, now),
                 Signal::SIGTTIN | Signal::SIGTTOU => {
                     let wanted =

@@ -1,8 +1,9 @@
 //! A newcomer's slips get an answer that says what to type: a typo'd control command (`statuss`) gets
 //! "did you mean `reuseport-launch status`", `--workers -1` is a bad value (not clap's tip to pass it after
 //! `--`, which would make -1 the PROGRAM), `--stop-signal 99` says there is no such signal, and `status`
-//! with two launchers running and no `--name` exits 2 (usage, as --help documents) naming both. Every one
-//! exits 2 and starts no worker.
+//! with two launchers running and no `--name` exits 2 (usage, as --help documents) naming both;
+//! `--max-surge 0`, a `--reload-signal` the launcher uses for something else, and `--max-surge` with
+//! `--probation` each say what is wrong and what to choose. Every one exits 2 and starts no worker.
 
 mod support;
 
@@ -110,4 +111,50 @@ fn status_with_two_launchers_and_no_name_exits_2_naming_them() {
     }
     let named = client(&dir, &["status", "--name", "beta"], CLIENT_DEADLINE);
     assert_eq!(named.code(), 0, "{}", named.show());
+}
+
+#[test]
+fn rollout_flags_say_what_is_wrong_and_what_to_choose() {
+    private_netns(true);
+    let dir = TempDir::new("rollout_flags");
+    let server = example_server();
+    for (args, mentions) in [
+        (
+            vec!["--max-surge", "0", "--", server],
+            vec!["--max-surge", "at least 1"],
+        ),
+        (
+            vec!["--reload-signal", "TERM", "--", server],
+            vec!["SIGTERM stops the launcher", "choose HUP, USR1 or USR2"],
+        ),
+        (
+            vec!["--reload-signal", "sigchld", "--", server],
+            vec!["SIGCHLD", "choose HUP, USR1 or USR2"],
+        ),
+        (
+            vec![
+                "-w",
+                "4",
+                "--max-surge",
+                "1",
+                "--probation",
+                "5",
+                "--",
+                server,
+            ],
+            vec![
+                "--max-surge 1 cannot be combined with --probation 5",
+                "drop one",
+            ],
+        ),
+    ] {
+        let (code, output) = run(&dir, &args);
+        assert_eq!(code, Some(2), "{args:?}: {output}");
+        for mention in mentions {
+            assert!(
+                output.contains(mention),
+                "{args:?} does not say {mention:?}: {output}"
+            );
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //!
 //! The `Launcher` is one struct whose methods are split by concern: workers.rs (bookkeeping and
 //! readiness), reload.rs (the reload/rollback sequence), restarts.rs (crash-restart policy),
-//! stopping.rs (drain and kill), timers.rs (deadlines), snapshot.rs (status and health). Beside it,
+//! stopping.rs (drain and kill), timers.rs (deadlines), snapshot.rs (status and health), rollout.rs
+//! (a reload's batches, `--max-surge`, and which generation serves each slot). Beside it,
 //! rate_limit.rs decides when a repeated warning is written (the layers above log it).
 
 mod announcements;
@@ -22,6 +23,7 @@ mod processes;
 mod rate_limit;
 mod reload;
 mod restarts;
+mod rollout;
 mod snapshot;
 mod steering;
 mod stopping;
@@ -68,6 +70,13 @@ pub struct Launcher {
     steered: Vec<Pid>,
     /// `--probation`: the reload whose old generation is kept as a spare.
     probation: Option<probation::Probation>,
+    /// The generation whose workers serve each slot (receive, are crash-restarted); all `active`
+    /// except during a batched reload, or after one that failed part-way.
+    slot_generations: Vec<u32>,
+    /// The reload under way, in batches of slots (`--max-surge`); None outside a reload.
+    rollout: Option<rollout::Rollout>,
+    /// `reload --max-surge N`: the surge of the next reload to start, when it was given.
+    next_surge: Option<usize>,
 }
 
 impl Launcher {
@@ -88,6 +97,9 @@ impl Launcher {
             announcements: Vec::new(),
             steered: Vec::new(),
             probation: None,
+            slot_generations: vec![1; policy.workers],
+            rollout: None,
+            next_surge: None,
         }
     }
 

@@ -35,6 +35,9 @@ pub struct Policy {
     pub probation: Duration,
     /// `--health`: ready workers are checked every `interval`; None: off.
     pub health: Option<HealthPolicy>,
+    /// `--max-surge`: how many slots a reload replaces at a time; None: every slot at once (the
+    /// whole generation). A reload with `--probation` always replaces every slot at once.
+    pub max_surge: Option<usize>,
 }
 
 /// `--health http:PATH|ipc` with `--health-interval`, `--health-timeout`, `--health-failures`.

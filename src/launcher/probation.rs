@@ -115,6 +115,7 @@ impl Launcher {
         warn!("reload to generation {} failed: {reason}", p.new);
         self.active = p.old;
         self.slots = vec![Slot::default(); self.policy.workers];
+        self.all_slots_on(p.old);
         let health = self.policy.health;
         for worker in self.workers.iter_mut().filter(|w| w.generation == p.old) {
             worker.health_at = health.map(|h| now + h.interval);
@@ -164,7 +165,17 @@ impl Launcher {
         requested: Instant,
         now: Instant,
     ) {
-        let old_pids = self.pids_of_generation(old);
+        // Not those already stopping (a batched reload's earlier batches, a sick worker's drain): a
+        // second stop would signal them again and put their SIGKILL off.
+        let old_pids: Vec<Pid> = self
+            .pids_of_generation(old)
+            .into_iter()
+            .filter(|&pid| {
+                self.workers
+                    .iter()
+                    .any(|w| w.pid == pid && !w.is_stopping())
+            })
+            .collect();
         info!("generation {old}: stopping {} workers", old_pids.len());
         for pid in old_pids {
             self.stop_worker(processes, pid, now);

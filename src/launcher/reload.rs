@@ -1,6 +1,7 @@
-//! The reload sequence: a new generation starts beside the active one, is promoted when every worker is
-//! ready, or is rolled back when one fails. Invariant: the active generation is never told to stop
-//! until every worker of its successor is ready, and a failed reload leaves it serving untouched.
+//! The reload sequence: a new generation starts beside the active one (in batches of slots with
+//! `--max-surge`, rollout.rs), is promoted when every slot's new worker is ready, or is given up when
+//! one fails. Invariant: an old worker is never told to stop until the new worker of its slot is
+//! ready, and a failed reload leaves every slot it had not switched serving untouched.
 
 use std::time::Instant;
 
@@ -23,6 +24,20 @@ impl Launcher {
     /// SIGHUP: start a new generation, or queue one reload if one is running. Returns the sequence
     /// number of the reload that will carry out this request (None while stopping).
     pub fn request_reload(&mut self, processes: &mut impl Processes, now: Instant) -> Option<u64> {
+        self.request_reload_with_surge(processes, None, now)
+    }
+
+    /// `reload --max-surge N`: as `request_reload`, the reload that carries it out replacing `surge`
+    /// slots at a time (checked with `check_surge` first). A coalesced reload takes the latest surge.
+    pub fn request_reload_with_surge(
+        &mut self,
+        processes: &mut impl Processes,
+        surge: Option<usize>,
+        now: Instant,
+    ) -> Option<u64> {
+        if surge.is_some() {
+            self.next_surge = surge;
+        }
         match self.phase {
             Phase::Serving if self.probation.is_some() => {
                 if !self.reload_queued {
@@ -44,6 +59,7 @@ impl Launcher {
             }
             Phase::LbDrain { .. } | Phase::Stopping { .. } | Phase::Finished(_) => {
                 info!("reload requested while stopping; ignored");
+                self.next_surge = None;
                 None
             }
         }
@@ -72,13 +88,14 @@ impl Launcher {
         );
         self.policy.workers = workers;
         self.slots.resize_with(workers, Slot::default);
+        self.slot_generations.resize(workers, self.active);
         for slot in before..workers {
             self.spawn_worker(processes, self.active, slot, now)?;
         }
         let surplus: Vec<Pid> = self
             .workers
             .iter()
-            .filter(|w| w.generation == self.active && w.slot >= workers && !w.is_stopping())
+            .filter(|w| w.slot >= workers && !w.is_stopping())
             .map(|w| w.pid)
             .collect();
         for pid in surplus {
@@ -108,6 +125,8 @@ impl Launcher {
         );
         self.active = generation;
         self.slots = vec![Slot::default(); self.policy.workers];
+        self.all_slots_on(generation);
+        self.rollout = None;
         self.phase = Phase::Serving;
         if let Some(old) = previous {
             if self.start_probation(old, requested, now) {
@@ -120,7 +139,20 @@ impl Launcher {
                 seq: self.reloads_started,
                 result,
             });
-            self.stop_generation(processes, old, generation, requested, now);
+            // Every older generation still serving a slot: `old`, and those a failed batched reload
+            // left in some slots.
+            let mut older: Vec<u32> = self
+                .workers
+                .iter()
+                .filter(|w| w.generation != generation && !w.is_stopping())
+                .map(|w| w.generation)
+                .chain([old])
+                .collect();
+            older.sort_unstable();
+            older.dedup();
+            for old in older {
+                self.stop_generation(processes, old, generation, requested, now);
+            }
         } else {
             self.announcements.push(Announcement::Ready);
         }
@@ -141,9 +173,7 @@ impl Launcher {
         self.phase = Phase::Reloading { next, started: now };
         self.announcements.push(Announcement::Reloading);
         self.announce_status();
-        if let Err(reason) = self.spawn_generation(processes, next, now) {
-            self.fail_reload(processes, reason, now);
-        }
+        self.begin_rollout(processes, next, now);
     }
 
     pub(super) fn fail_reload(
@@ -156,14 +186,29 @@ impl Launcher {
             error!("reload failure outside a reload ({reason}); this is a bug in reuseport-launch");
             return;
         };
-        warn!(
-            "reload to generation {next} failed: {reason}; generation {} keeps serving",
-            self.active
-        );
-        let doomed = self.pids_of_generation(next);
+        self.rollout = None;
+        // The batch's new workers stop; slots a batch already switched keep their new workers.
+        let doomed: Vec<Pid> = self
+            .workers
+            .iter()
+            .filter(|w| w.generation == next && self.slot_generation(w.slot) != next)
+            .filter(|w| !w.is_stopping())
+            .map(|w| w.pid)
+            .collect();
         for pid in doomed {
             self.stop_worker(processes, pid, now);
         }
+        let reason = if self.is_mixed() {
+            let reason = format!("{reason}; {}", self.slots_summary());
+            warn!("reload to generation {next} failed: {reason}; the other slots keep their workers serving");
+            reason
+        } else {
+            warn!(
+                "reload to generation {next} failed: {reason}; generation {} keeps serving",
+                self.slot_generation(0)
+            );
+            reason
+        };
         let result = ReloadResult::Failed {
             generation: next,
             reason,

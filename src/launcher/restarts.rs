@@ -1,5 +1,5 @@
-//! Crash-restart policy for the active generation: a worker that exits, misses its ready deadline or
-//! falls silent is replaced in its slot after a growing backoff. Invariant: a slot has at most one
+//! Crash-restart policy for the serving workers: a worker that exits, misses its ready deadline or
+//! falls silent is replaced in its slot, by the generation that serves the slot, after a growing backoff. Invariant: a slot has at most one
 //! pending restart, and nothing is restarted while the launcher stops.
 
 use std::time::{Duration, Instant};
@@ -68,7 +68,9 @@ impl Launcher {
                 let when = if worker.phase == WorkerPhase::Ready { "while generation 1 was starting" } else { "before it was ready" };
                 self.fail_start(processes, format!("{name} exited with {reason} {when}{left}"), now);
             }
-            (Phase::Reloading { next, .. }, _) if worker.generation == *next => {
+            (Phase::Reloading { next, .. }, _)
+                if worker.generation == *next && self.slot_generation(worker.slot) != *next =>
+            {
                 let when = if worker.phase == WorkerPhase::Ready { "before its generation was ready" } else { "before it was ready" };
                 self.fail_reload(processes, format!("{name} exited with {reason} {when}{left}"), now);
             }
@@ -87,9 +89,10 @@ impl Launcher {
             _ if self.is_probation_spare(worker.generation) => {
                 warn!("{name} exited with {reason}{left}; generation {} is on probation, and a roll-back would restart its slot", self.active);
             }
-            _ if worker.generation == self.active => self.schedule_restart(&worker, reason, &left, now),
+            _ if worker.generation == self.slot_generation(worker.slot) => self.schedule_restart(&worker, reason, &left, now),
             _ => error!("{name} exited with {reason} in an unexpected state; this is a bug in reuseport-launch"),
         }
+        self.advance_rollout(processes, now);
         self.sync_steering(processes);
         self.finish_if_stopped();
     }
@@ -194,7 +197,7 @@ impl Launcher {
             }
             self.slots[slot].restart_at = None;
             self.slots[slot].restarts += 1;
-            let generation = self.active;
+            let generation = self.slot_generation(slot);
             match self.spawn_worker(processes, generation, slot, now) {
                 Ok(()) => self
                     .announcements

@@ -14,6 +14,9 @@ pub struct Snapshot {
     pub status_line: String,
     pub last_reload: Option<ReloadResult>,
     pub workers: Vec<WorkerRow>,
+    /// The generation that serves each slot, by slot: during a batched reload (`--max-surge`), and
+    /// after one that failed part-way, slots serve different generations.
+    pub slots: Vec<u32>,
 }
 
 /// One worker in a `Snapshot`.
@@ -71,7 +74,7 @@ impl Launcher {
                     WorkerPhase::Stopping { .. } => "stopping",
                 },
                 uptime: now.saturating_duration_since(w.spawned_at),
-                restarts: if w.generation == self.active {
+                restarts: if w.generation == self.slot_generation(w.slot) {
                     self.slots.get(w.slot).map_or(0, |s| s.restarts)
                 } else {
                     0
@@ -102,6 +105,9 @@ impl Launcher {
             status_line: self.status_line(),
             last_reload: self.last_reload.clone(),
             workers,
+            slots: (0..self.policy.workers)
+                .map(|slot| self.slot_generation(slot))
+                .collect(),
         }
     }
 
@@ -119,7 +125,9 @@ impl Launcher {
         let missing: Vec<String> = (0..self.policy.workers)
             .filter(|&slot| {
                 !self.workers.iter().any(|w| {
-                    w.generation == self.active && w.slot == slot && w.phase == WorkerPhase::Ready
+                    w.generation == self.slot_generation(slot)
+                        && w.slot == slot
+                        && w.phase == WorkerPhase::Ready
                 })
             })
             .map(|slot| slot.to_string())
@@ -138,10 +146,28 @@ impl Launcher {
     /// A one-line summary for humans and for systemd's STATUS=.
     pub fn status_line(&self) -> String {
         let ready = self.count(self.active, |p| p == WorkerPhase::Ready);
-        let base = format!(
-            "gen {}: {}/{} ready",
-            self.active, ready, self.policy.workers
-        );
+        let base = if self.is_mixed() {
+            // Slots of several generations: each slot counts when its serving worker is ready.
+            let serving = (0..self.policy.workers)
+                .filter(|&slot| {
+                    self.workers.iter().any(|w| {
+                        w.slot == slot
+                            && w.generation == self.slot_generation(slot)
+                            && w.phase == WorkerPhase::Ready
+                    })
+                })
+                .count();
+            format!(
+                "{}: {serving}/{} ready",
+                self.slots_summary(),
+                self.policy.workers
+            )
+        } else {
+            format!(
+                "gen {}: {}/{} ready",
+                self.active, ready, self.policy.workers
+            )
+        };
         match (&self.phase, &self.last_reload) {
             (Phase::Serving, _) if self.probation.is_some() => {
                 let old = self.probation.as_ref().map_or(0, |p| p.old);
@@ -149,6 +175,41 @@ impl Launcher {
             }
             (Phase::Starting, _) => {
                 format!("gen 1 starting: {}/{} ready", ready, self.policy.workers)
+            }
+            (Phase::Reloading { next, .. }, _)
+                if self
+                    .rollout
+                    .as_ref()
+                    .is_some_and(|r| r.surge < self.policy.workers) =>
+            {
+                let rollout = self.rollout.as_ref().expect("checked above");
+                let batch_ready = rollout
+                    .batch
+                    .iter()
+                    .filter(|&&slot| {
+                        self.workers.iter().any(|w| {
+                            w.generation == *next && w.slot == slot && w.phase == WorkerPhase::Ready
+                        })
+                    })
+                    .count();
+                let batch = if rollout.batch.is_empty() {
+                    format!(
+                        "batch {} waits for the old workers of batch {} to exit",
+                        rollout.batches + 1,
+                        rollout.batches
+                    )
+                } else {
+                    format!(
+                        "batch {}: {batch_ready}/{} ready",
+                        rollout.batches,
+                        rollout.batch.len()
+                    )
+                };
+                format!(
+                    "{base}; reloading to gen {next}, {} at a time (--max-surge): {}, {batch}",
+                    rollout.surge,
+                    self.slots_on(*next),
+                )
             }
             (Phase::Reloading { next, .. }, _) => {
                 let next_ready = self.count(*next, |p| p == WorkerPhase::Ready);

@@ -34,7 +34,8 @@ impl Launcher {
         self.steered.contains(&pid)
     }
 
-    /// The workers that should receive new connections: the ready ones of the active generation.
+    /// The workers that should receive new connections: the ready ones of the generation serving
+    /// their slot (the active generation, except in a batched reload's mix).
     fn receiving(&self) -> Vec<Pid> {
         if matches!(self.phase, Phase::Stopping { .. }) {
             // No successor: a stop leaves the set alone; the workers' listeners close as they exit.
@@ -42,7 +43,9 @@ impl Launcher {
         }
         self.workers
             .iter()
-            .filter(|w| w.generation == self.active && w.phase == WorkerPhase::Ready)
+            .filter(|w| {
+                w.generation == self.slot_generation(w.slot) && w.phase == WorkerPhase::Ready
+            })
             .map(|w| w.pid)
             .collect()
     }

@@ -50,7 +50,14 @@ impl Launcher {
     fn start_lb_drain(&mut self, processes: &mut impl Processes, now: Instant) {
         let lb_drain = self.policy.lb_drain;
         if let Phase::Reloading { next, .. } = self.phase {
-            let doomed = self.pids_of_generation(next);
+            // Slots a batched reload already switched keep serving with their new workers.
+            let doomed: Vec<Pid> = self
+                .workers
+                .iter()
+                .filter(|w| w.generation == next && self.slot_generation(w.slot) != next)
+                .map(|w| w.pid)
+                .collect();
+            self.rollout = None;
             info!(
                 "stop requested during the reload to generation {next}: stopping its {} workers",
                 doomed.len()

@@ -11,6 +11,7 @@ mod health_and_lb_drain;
 mod health_checks;
 mod http_ready;
 mod probation;
+mod rollout;
 
 #[derive(Default)]
 struct FakeProcesses {
@@ -119,6 +120,7 @@ fn policy() -> Policy {
         steer: false,
         handover_grace: Duration::from_millis(100),
         udp_flow_idle: Duration::ZERO,
+        max_surge: None,
     }
 }
 

@@ -29,7 +29,7 @@ impl Launcher {
             );
             match self.phase {
                 Phase::Starting => self.fail_start(processes, reason, now),
-                Phase::Reloading { next, .. } if late.generation == next => self.fail_reload(processes, reason, now),
+                Phase::Reloading { next, .. } if late.generation == next && self.slot_generation(late.slot) != next => self.fail_reload(processes, reason, now),
                 _ if self.is_on_probation(late.generation) => self.roll_back(processes, reason, now),
                 _ => self.replace(processes, &late, &reason, now),
             }
@@ -45,6 +45,7 @@ impl Launcher {
         }
         self.end_probation_if_due(processes, now);
         self.restart_due(processes, now);
+        self.advance_rollout(processes, now);
         self.start_due_probes(processes, now);
         self.start_due_health_checks(processes, now);
         self.sync_steering(processes);

@@ -179,7 +179,7 @@ impl Launcher {
         let ready = self.count(generation, |p| p == WorkerPhase::Ready);
         let total = self.policy.workers;
         match self.phase {
-            Phase::Starting | Phase::Reloading { .. } if generation == self.newest => {
+            Phase::Starting if generation == self.newest => {
                 info!("generation {generation}: {ready}/{total} workers ready");
                 if ready == total {
                     self.promote(processes, generation, now);
@@ -187,8 +187,25 @@ impl Launcher {
                     self.announce_status();
                 }
             }
-            _ if generation == self.active => {
-                info!("generation {generation}: {ready}/{total} workers ready (slot refilled)")
+            // A worker of the reload's own batch; one the new generation restarted in a slot it
+            // already serves is a refill, below.
+            Phase::Reloading { next, .. }
+                if generation == next
+                    && self.rollout.as_ref().is_some_and(|r| {
+                        self.workers.iter().any(|w| {
+                            w.generation == next
+                                && w.phase == WorkerPhase::Ready
+                                && r.batch.contains(&w.slot)
+                        })
+                    }) =>
+            {
+                self.on_rollout_worker_ready(processes, now)
+            }
+            _ if (0..total).any(|slot| self.slot_generation(slot) == generation) => {
+                info!(
+                    "generation {generation}: {ready}/{} workers ready (slot refilled)",
+                    self.slots_on_count(generation)
+                )
             }
             _ => {}
         }

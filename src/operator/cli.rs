@@ -11,24 +11,21 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 
 use super::probe_flags::{parse_ready, HealthArgs, ReadyArg};
+use super::rollout_flags::RolloutArgs;
 pub use super::steer_flags::SteerArg;
 use super::steer_flags::{parse_flow_idle, DEFAULT_HANDOVER_GRACE_MS, MAX_HANDOVER_GRACE_MS};
-use super::{addresses, help_text, suggest};
+use super::{addresses, help_text, run_as, suggest};
 use crate::kernel::probes::HealthKind;
 
 use crate::kernel::worker_spec::{RunAs, WorkerSpec};
 use crate::launcher::{DrainMode, HealthPolicy, Policy, ReadyMode};
 
 use nix::sys::signal::Signal;
-use nix::unistd::{Gid, Group, Uid, User};
 
 /// The longest timeout a flag accepts; anything longer is a typo, and it keeps `Instant` arithmetic safe.
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most workers one launcher runs; far above what one machine serves well, low enough to catch typos.
 const MAX_WORKERS: usize = 4096;
-/// Capability bits (CapEff in /proc/self/status) that let a non-root launcher change a worker's ids.
-const CAP_SETGID_BIT: u64 = 1 << 6;
-const CAP_SETUID_BIT: u64 = 1 << 7;
 
 /// Zero-downtime restarts for any Linux network server: runs N workers of PROGRAM on one SO_REUSEPORT
 /// port and swaps the whole generation on SIGHUP without refusing a connection.
@@ -164,6 +161,9 @@ pub struct Args {
     #[command(flatten)]
     pub health: HealthArgs,
 
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+
     /// Serve an HTTP admin endpoint on this address: GET /healthz (200 while every worker slot is
     /// served, 503 with the reason otherwise), /metrics (Prometheus), /status (JSON). `9900` means
     /// 127.0.0.1:9900; give `0.0.0.0:9900` or `[::]:9900` to reach it from other hosts [default: off]
@@ -291,6 +291,10 @@ pub struct Config {
     pub handover_grace: Duration,
     /// With steering, how long a UDP flow stays with its worker after its last datagram; zero: off.
     pub udp_flow_idle: Duration,
+    /// Slots a reload replaces at a time (`--max-surge`); None: the whole generation.
+    pub max_surge: Option<usize>,
+    /// The signal that reloads (`--reload-signal`).
+    pub reload_signal: Signal,
 }
 
 /// A flag or PROGRAM that cannot work, with what to do about it.
@@ -341,6 +345,7 @@ impl Config {
             steer,
             handover_grace: self.handover_grace,
             udp_flow_idle: self.udp_flow_idle,
+            max_surge: self.max_surge,
         }
     }
 
@@ -407,7 +412,8 @@ impl Config {
             (DrainArg::Listener, true) => DrainMode::Listener,
             (DrainArg::Auto, true) => DrainMode::Auto,
         };
-        let run_as = resolve_run_as(args.user.as_deref(), args.group.as_deref())?;
+        let run_as =
+            run_as::resolve(args.user.as_deref(), args.group.as_deref()).map_err(|e| bad(&e))?;
         let is_node = program
             .file_name()
             .is_some_and(|n| n == "node" || n == "nodejs");
@@ -429,8 +435,14 @@ impl Config {
             .health
             .resolve(sees_listeners, args.steer == SteerArg::Off, node_ipc)
             .map_err(|e| bad(&e))?;
+        let probation = args.health.probation().map_err(|e| bad(&e))?;
         Ok(Config {
-            probation: args.health.probation().map_err(|e| bad(&e))?,
+            max_surge: args
+                .rollout
+                .max_surge(workers, probation)
+                .map_err(|e: String| bad(&e))?,
+            reload_signal: args.rollout.reload_signal,
+            probation,
             health,
             ready_path,
             steer: args.steer,
@@ -468,77 +480,6 @@ impl Config {
             log_level: log_level(args.verbose, args.quiet),
         })
     }
-}
-
-/// Resolves `--user` / `--group` (names or numbers) now, so an unknown one fails before anything starts,
-/// and checks the launcher may change ids at all.
-fn resolve_run_as(user: Option<&str>, group: Option<&str>) -> Result<Option<RunAs>, ConfigError> {
-    if user.is_none() && group.is_none() {
-        return Ok(None);
-    }
-    let user = user
-        .map(|name| {
-            let found = match name.parse::<u32>() {
-                Ok(uid) => User::from_uid(Uid::from_raw(uid)),
-                Err(_) => User::from_name(name),
-            };
-            found
-                .map_err(|e| bad(&format!("--user {name}: unable to look it up: {e}")))?
-                .ok_or_else(|| {
-                    bad(&format!(
-                        "--user {name}: no such user (see /etc/passwd or `getent passwd {name}`)"
-                    ))
-                })
-        })
-        .transpose()?;
-    let gid = match group {
-        Some(name) => {
-            let found = match name.parse::<u32>() {
-                Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
-                Err(_) => Group::from_name(name),
-            };
-            found
-                .map_err(|e| bad(&format!("--group {name}: unable to look it up: {e}")))?
-                .ok_or_else(|| {
-                    bad(&format!(
-                        "--group {name}: no such group (see /etc/group or `getent group {name}`)"
-                    ))
-                })?
-                .gid
-        }
-        None => user
-            .as_ref()
-            .map(|u| u.gid)
-            .expect("--user or --group is set"),
-    };
-    let shown = match (&user, group) {
-        (Some(u), Some(g)) => format!("--user {} --group {g}", u.name),
-        (Some(u), None) => format!("--user {}", u.name),
-        (None, g) => format!("--group {}", g.unwrap_or_default()),
-    };
-    if !Uid::effective().is_root() && !has_capabilities(CAP_SETUID_BIT | CAP_SETGID_BIT) {
-        return Err(bad(&format!(
-            "{shown} needs a launcher running as root (or with CAP_SETUID and CAP_SETGID): it changes the \
-             user and group of every worker; start the launcher as root or drop {shown}"
-        )));
-    }
-    Ok(Some(RunAs {
-        uid: user.as_ref().map(|u| u.uid),
-        gid,
-        user,
-        shown,
-    }))
-}
-
-/// Whether this process has all of `bits` in its effective capability set.
-fn has_capabilities(bits: u64) -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(hex.trim(), 16).ok()
-        })
-        .is_some_and(|effective| effective & bits == bits)
 }
 
 fn bad(message: &str) -> ConfigError {
@@ -658,14 +599,6 @@ mod tests {
         assert!(seconds("--x", 0.0).is_err());
         assert!(seconds("--x", f64::NAN).is_err());
         assert_eq!(seconds("--x", 0.5).unwrap(), Duration::from_millis(500));
-    }
-
-    #[test]
-    fn unknown_user_and_group_are_named() {
-        let err = resolve_run_as(Some("no-such-user-xyz"), None).unwrap_err();
-        assert!(err.to_string().contains("no-such-user-xyz"));
-        let err = resolve_run_as(None, Some("no-such-group-xyz")).unwrap_err();
-        assert!(err.to_string().contains("no-such-group-xyz"));
     }
 
     #[test]

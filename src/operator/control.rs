@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials, MsgFlags};
 
+use super::rollout_flags::parse_max_surge;
 use super::status;
 use crate::launcher::{
     thousands, Announcement, Launcher, Processes, RateLimit, ReloadResult, Verdict,
@@ -42,8 +43,12 @@ pub enum Request {
     Status,
     /// `status-json`: the same for scripts.
     StatusJson,
-    /// `reload` or `reload-wait`: start a reload; with wait, reply only when it ended.
-    Reload { wait: bool },
+    /// `reload` or `reload-wait`, optionally followed by `max-surge=N`: start a reload (replacing N
+    /// slots at a time); with wait, reply only when it ended.
+    Reload {
+        wait: bool,
+        max_surge: Option<usize>,
+    },
     /// `scale N`: set the number of workers of the serving generation.
     Scale(usize),
     /// `stop`: graceful stop; the connection stays open until the launcher exits.
@@ -55,8 +60,13 @@ impl fmt::Display for Request {
         match self {
             Request::Status => f.write_str("status"),
             Request::StatusJson => f.write_str("status-json"),
-            Request::Reload { wait: false } => f.write_str("reload"),
-            Request::Reload { wait: true } => f.write_str("reload-wait"),
+            Request::Reload { wait, max_surge } => {
+                f.write_str(if *wait { "reload-wait" } else { "reload" })?;
+                match max_surge {
+                    Some(n) => write!(f, " max-surge={n}"),
+                    None => Ok(()),
+                }
+            }
             Request::Scale(n) => write!(f, "scale {n}"),
             Request::Stop => f.write_str("stop"),
         }
@@ -69,8 +79,15 @@ impl Request {
         let request = match (words.next(), words.next()) {
             (Some("status"), None) => Request::Status,
             (Some("status-json"), None) => Request::StatusJson,
-            (Some("reload"), None) => Request::Reload { wait: false },
-            (Some("reload-wait"), None) => Request::Reload { wait: true },
+            (Some(verb @ ("reload" | "reload-wait")), surge) => Request::Reload {
+                wait: verb == "reload-wait",
+                max_surge: surge
+                    .map(|word| match word.strip_prefix("max-surge=") {
+                        Some(n) => parse_max_surge(n).map_err(|e| format!("{verb} {word}: {e}")),
+                        None => Err(format!("{verb} {word}: expected max-surge=N")),
+                    })
+                    .transpose()?,
+            },
             (Some("stop"), None) => Request::Stop,
             (Some("scale"), Some(n)) => {
                 Request::Scale(n.parse().map_err(|_| format!("scale {n}: not a number"))?)
@@ -377,9 +394,12 @@ impl ControlServer {
                 let text = status::render_json(&self.name, &launcher.snapshot(processes, now));
                 reply(&mut stream, &format!("ok\n{text}\n"));
             }
-            Request::Reload { wait } => {
+            Request::Reload { wait, max_surge } => {
                 info!("reload requested on the control socket");
-                match launcher.request_reload(processes, now) {
+                if let Some(Err(why)) = max_surge.map(|n| launcher.check_surge(n)) {
+                    return reply(&mut stream, &format!("error: {why}\n"));
+                }
+                match launcher.request_reload_with_surge(processes, max_surge, now) {
                     None => reply(&mut stream, "error: the launcher is stopping\n"),
                     Some(seq) if wait => self.reload_waiters.push((stream, seq)),
                     Some(_) => reply(&mut stream, "ok reload requested\n"),
@@ -574,13 +594,24 @@ mod tests {
         for r in [
             Request::Status,
             Request::StatusJson,
-            Request::Reload { wait: true },
+            Request::Reload {
+                wait: true,
+                max_surge: None,
+            },
+            Request::Reload {
+                wait: false,
+                max_surge: Some(2),
+            },
             Request::Scale(3),
             Request::Stop,
         ] {
             assert_eq!(Request::parse(&r.to_string()).unwrap(), r);
         }
         assert!(Request::parse("scale many").is_err());
+        assert!(Request::parse("reload max-surge=0")
+            .unwrap_err()
+            .contains("at least 1"));
+        assert!(Request::parse("reload surge").is_err());
         assert!(Request::parse("status now please").is_err());
         assert!(Request::parse("\u{0}\u{1}").is_err());
     }

@@ -13,6 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use super::control::{self, Request};
 use super::logging::report_error;
+use super::rollout_flags::parse_max_surge;
 
 const EXIT_REFUSED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -55,6 +56,9 @@ enum Command {
         /// Seconds to wait with --wait
         #[arg(long, value_name = "SECS", default_value = "300")]
         timeout: f64,
+        /// Replace at most N workers at a time in this reload (overrides the launcher's --max-surge)
+        #[arg(long, value_name = "N", value_parser = parse_max_surge)]
+        max_surge: Option<usize>,
     },
     /// Grow or shrink the serving generation to N workers, without a reload
     Scale {
@@ -107,7 +111,8 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
             name,
             wait,
             timeout,
-        } => (name, Request::Reload { wait }, seconds(timeout)),
+            max_surge,
+        } => (name, Request::Reload { wait, max_surge }, seconds(timeout)),
         Command::Scale { name, workers } => (name, Request::Scale(workers), QUICK_TIMEOUT),
         Command::Stop { name, timeout } => (name, Request::Stop, seconds(timeout)),
     };

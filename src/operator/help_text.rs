@@ -39,7 +39,12 @@ pub const EXIT_STATUS: Section = Section {
 pub const SIGNALS: Section = Section {
     title: "SIGNALS",
     rows: &[
-        ("SIGHUP", "reload: start a new generation, and once all of it is ready drain and stop the old one"),
+        (
+            "SIGHUP",
+            "reload: start a new generation, and once all of it is ready drain and stop the old one (in batches \
+             of --max-surge slots when given). With --reload-signal USR1|USR2 that signal reloads instead, and \
+             SIGHUP is logged and ignored",
+        ),
         (
             "SIGTERM, SIGINT",
             "graceful stop: --stop-signal to every worker, SIGKILL after --stop-timeout, exit 0; a second SIGTERM \

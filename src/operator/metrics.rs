@@ -273,6 +273,7 @@ mod tests {
             wanted: states.len(),
             status_line: String::new(),
             last_reload: None,
+            slots: vec![active; states.len()],
             workers: states
                 .iter()
                 .enumerate()

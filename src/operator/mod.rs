@@ -14,6 +14,8 @@ pub mod help_text;
 pub mod logging;
 pub mod metrics;
 pub mod probe_flags;
+pub mod rollout_flags;
+pub mod run_as;
 pub mod status;
 pub mod steer_flags;
 pub mod suggest;

@@ -73,6 +73,13 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
             queue
         );
     }
+    let slots: Vec<String> = snapshot
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(slot, generation)| format!("{slot}=gen {generation}"))
+        .collect();
+    let _ = writeln!(out, "slots: {}", slots.join(", "));
     match &snapshot.last_reload {
         None => out.push_str("last reload: none yet\n"),
         Some(ReloadResult::Succeeded { generation, took }) => {
@@ -135,8 +142,14 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
             )
         }
     };
+    let slots: Vec<String> = snapshot
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(slot, generation)| format!(r#"{{"slot":{slot},"generation":{generation}}}"#))
+        .collect();
     format!(
-        r#"{{"name":{},"launcher_pid":{},"phase":"{}","generation":{},"workers_wanted":{},"status":{},"last_reload":{},"workers":[{}]}}"#,
+        r#"{{"name":{},"launcher_pid":{},"phase":"{}","generation":{},"workers_wanted":{},"status":{},"last_reload":{},"slots":[{}],"workers":[{}]}}"#,
         json_string(name),
         std::process::id(),
         snapshot.phase,
@@ -144,6 +157,7 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
         snapshot.wanted,
         json_string(&snapshot.status_line),
         last_reload,
+        slots.join(","),
         workers.join(",")
     )
 }
