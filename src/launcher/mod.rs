@@ -7,7 +7,9 @@
 //!
 //! The `Launcher` is one struct whose methods are split by concern: workers.rs (bookkeeping and
 //! readiness), reload.rs (the reload/rollback sequence), restarts.rs (crash-restart policy),
-//! stopping.rs (drain and kill), timers.rs (deadlines), snapshot.rs (status and health). Beside it,
+//! stopping.rs (drain and kill), timers.rs (deadlines), snapshot.rs (status and health),
+//! replacement.rs (a serving worker replaced in its slot beside it: health.rs and memory.rs decide
+//! when). Beside it,
 //! rate_limit.rs decides when a repeated warning is written (the layers above log it).
 
 mod announcements;
@@ -15,12 +17,14 @@ mod backoff;
 mod events;
 mod health;
 mod lifecycle;
+mod memory;
 mod policy;
 mod probation;
 mod probes;
 mod processes;
 mod rate_limit;
 mod reload;
+mod replacement;
 mod restarts;
 mod snapshot;
 mod steering;
@@ -34,8 +38,9 @@ use nix::unistd::Pid;
 
 pub use announcements::{Announcement, ReloadResult};
 pub use events::{Check, ExitReason, NotifyMessage, ProbeOutcome};
-pub use lifecycle::{Outcome, Phase, Worker, WorkerPhase};
-pub use policy::{DrainMode, HealthPolicy, Policy, ReadyMode};
+pub use lifecycle::{Outcome, Phase, ReplaceReason, Worker, WorkerPhase};
+pub use memory::format_mib;
+pub use policy::{DrainMode, HealthPolicy, MemoryPolicy, Policy, ReadyMode};
 pub use processes::Processes;
 pub use rate_limit::{thousands, RateLimit, Verdict};
 pub use snapshot::Snapshot;
@@ -68,6 +73,8 @@ pub struct Launcher {
     steered: Vec<Pid>,
     /// `--probation`: the reload whose old generation is kept as a spare.
     probation: Option<probation::Probation>,
+    /// `--max-memory`: when the workers' memory is read next, and each slot's replacement backoff.
+    memory: memory::MemoryWatch,
 }
 
 impl Launcher {
@@ -88,6 +95,7 @@ impl Launcher {
             announcements: Vec::new(),
             steered: Vec::new(),
             probation: None,
+            memory: memory::MemoryWatch::new(policy.memory, now),
         }
     }
 

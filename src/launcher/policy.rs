@@ -35,6 +35,17 @@ pub struct Policy {
     pub probation: Duration,
     /// `--health`: ready workers are checked every `interval`; None: off.
     pub health: Option<HealthPolicy>,
+    /// `--max-memory`: a worker whose memory exceeds the limit is replaced in its slot; None: off.
+    pub memory: Option<MemoryPolicy>,
+}
+
+/// `--max-memory SIZE` with `--memory-check-interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPolicy {
+    /// A worker using more than this many bytes (PSS of its process tree) is replaced.
+    pub limit_bytes: u64,
+    /// Time between two readings of every serving worker's memory.
+    pub interval: Duration,
 }
 
 /// `--health http:PATH|ipc` with `--health-interval`, `--health-timeout`, `--health-failures`.

@@ -163,6 +163,8 @@ pub struct Args {
 
     #[command(flatten)]
     pub health: HealthArgs,
+    #[command(flatten)]
+    pub memory: super::memory_flags::MemoryArgs,
 
     /// Serve an HTTP admin endpoint on this address: GET /healthz (200 while every worker slot is
     /// served, 503 with the reason otherwise), /metrics (Prometheus), /status (JSON). `9900` means
@@ -263,6 +265,8 @@ pub struct Config {
     pub health: Option<(HealthKind, HealthPolicy)>,
     /// `--probation`: how long a reload's old generation is kept to roll back to.
     pub probation: Duration,
+    /// `--max-memory`: the limit and how often it is checked; None: off.
+    pub memory: Option<crate::launcher::MemoryPolicy>,
     /// How workers are drained.
     pub drain: DrainMode,
     /// Set SO_REUSEPORT on workers' binds (seccomp user notification).
@@ -337,6 +341,7 @@ impl Config {
             drain: self.drain,
             lb_drain: self.lb_drain,
             health: self.health.as_ref().map(|(_, policy)| *policy),
+            memory: self.memory,
             probation: self.probation,
             steer,
             handover_grace: self.handover_grace,
@@ -431,6 +436,7 @@ impl Config {
             .map_err(|e| bad(&e))?;
         Ok(Config {
             probation: args.health.probation().map_err(|e| bad(&e))?,
+            memory: args.memory.policy().map_err(|e| bad(&e))?,
             health,
             ready_path,
             steer: args.steer,
