@@ -127,8 +127,8 @@ impl Launcher {
         *not_before = Some(now + delay);
         let churn = if in_a_row > 1 {
             format!(
-                " ({} in a row of a worker up less than {}s: is --max-memory below what the server \
-                 needs? the slot's next replacement waits {} at least)",
+                " (the {} in a row in this slot of a worker up less than {}s; the slot's next \
+                 replacement waits {} at least)",
                 ordinal(in_a_row),
                 STABLE_UPTIME.as_secs(),
                 format_delay(delay)

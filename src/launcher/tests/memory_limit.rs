@@ -138,6 +138,32 @@ fn no_memory_replacement_during_a_reload_the_reload_replaces_it() {
 }
 
 #[test]
+fn a_reload_during_a_replacement_retires_the_big_worker_and_its_replacement_alike() {
+    let (mut l, mut p, t0, big, neighbour) = one_worker_too_big();
+    l.on_timers(&mut p, t0 + INTERVAL);
+    let replacement = pids_of(&p, 1)[2];
+    l.request_reload(&mut p, t0 + INTERVAL);
+    let gen2 = pids_of(&p, 2);
+    assert_eq!(gen2.len(), 2);
+    ready(&mut l, &mut p, &gen2, t0 + INTERVAL);
+    assert_eq!(p.receiving(), gen2);
+    for t in 2..6 {
+        l.on_timers(&mut p, t0 + t * INTERVAL);
+    }
+    for pid in [big, neighbour, replacement] {
+        assert!(
+            p.signals.iter().any(|&(q, _)| q == pid),
+            "{pid} of generation 1 not stopped: {:?}",
+            p.signals
+        );
+        l.on_exit(&mut p, pid, ExitReason::Exited(0), t0 + 6 * INTERVAL);
+    }
+    l.on_timers(&mut p, t0 + 7 * INTERVAL);
+    assert_eq!(pids_of(&p, 1).len(), 3, "nothing of generation 1 restarted");
+    assert_eq!(l.phase(), &Phase::Serving);
+}
+
+#[test]
 fn a_replacement_that_fails_leaves_the_big_worker_serving_and_is_retried_with_backoff() {
     let (mut l, mut p, t0, big, neighbour) = one_worker_too_big();
     l.on_timers(&mut p, t0 + INTERVAL);
