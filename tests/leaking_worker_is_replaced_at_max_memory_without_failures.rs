@@ -28,6 +28,8 @@ const REPLACEMENTS_PER_SLOT: usize = 2;
 /// Leaking ~25 MiB takes seconds per worker at this load; a loaded 2-core machine may be 5× slower.
 const REPLACE_DEADLINE: Duration = Duration::from_secs(120);
 const START_DEADLINE: Duration = Duration::from_secs(20);
+/// smaps_rollup readings timed, for the cost figure the test prints.
+const READINGS_TIMED: u32 = 200;
 
 #[test]
 fn leaking_worker_is_replaced_at_max_memory_without_failures() {
@@ -75,6 +77,14 @@ fn leaking_worker_is_replaced_at_max_memory_without_failures() {
             "worker {pid} starts at {mib} MiB PSS: expected about {HOLD_MIB} MiB"
         );
     }
+    // What one reading costs (the launcher's is the same read, once per process per interval).
+    let (pid, _) = first.memory[0];
+    let started = std::time::Instant::now();
+    for _ in 0..READINGS_TIMED {
+        std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    }
+    let per_reading = started.elapsed() / READINGS_TIMED;
+    eprintln!("one smaps_rollup reading of a {HOLD_MIB} MiB worker: {per_reading:?}");
     let load = MixedLoad::start(&dir, &addr);
 
     let mut samples = 0;
