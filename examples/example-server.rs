@@ -3,7 +3,8 @@
 //! listens, answer every request with its generation, worker slot and pid, and on SIGTERM (or SIGINT) drain
 //! without losing a request. Invariant: after the signal no new connection is accepted, every response says
 //! `Connection: close`, a connection idle for `--drain-idle-ms` is closed, and the process exits 0 once no
-//! connection is left. Knobs (`--delay-ms`, `--crash-after`, ...) simulate slow, crashing or stubborn servers.
+//! connection is left. Knobs (`--delay-ms`, `--crash-after`, ...) simulate slow, crashing or stubborn servers,
+//! and big (`--hold-mb`) or leaking (`--leak-kb-per-request`) ones.
 //!
 //! Shape: the main thread polls the listener and a signal self-pipe; each connection gets a thread that polls its
 //! socket and a drain pipe (written once at SIGTERM and never read, so it stays readable for every thread).
@@ -51,6 +52,8 @@ const ENV_FLAGS: &[(&str, &str, bool)] = &[
     ("EXAMPLE_IGNORE_SIGTERM", "--ignore-sigterm", false),
     ("EXAMPLE_CRASH_AFTER", "--crash-after", true),
     ("EXAMPLE_DRAIN_IDLE_MS", "--drain-idle-ms", true),
+    ("EXAMPLE_HOLD_MB", "--hold-mb", true),
+    ("EXAMPLE_LEAK_KB_PER_REQUEST", "--leak-kb-per-request", true),
 ];
 /// Values of a switch variable that mean "off", as clap's own env support reads them.
 const FALSE_VALUES: &[&str] = &["", "0", "false", "no", "off", "n", "f"];
@@ -101,6 +104,14 @@ struct Args {
     /// [env: EXAMPLE_DRAIN_IDLE_MS]
     #[arg(long, value_name = "MS", default_value_t = 200)]
     drain_idle_ms: u64,
+    /// Allocate and touch this many MiB at start and hold them, so the process really uses that much
+    /// (RSS and PSS). [env: EXAMPLE_HOLD_MB]
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    hold_mb: usize,
+    /// Leak memory: every request allocates and touches this many KiB that are never freed.
+    /// [env: EXAMPLE_LEAK_KB_PER_REQUEST]
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    leak_kb_per_request: usize,
 }
 
 /// Who this process is, as reported in every response and log line.
@@ -148,6 +159,8 @@ struct Shared {
     delay: Duration,
     crash_after: Option<u64>,
     drain_idle: Duration,
+    /// Bytes each request leaks (--leak-kb-per-request).
+    leak_bytes: usize,
     /// Requests answered so far, for --crash-after.
     answered: AtomicU64,
     /// Set at SIGTERM: every later response closes its connection.
@@ -221,6 +234,8 @@ fn run(args: Args) -> Result<(), String> {
         );
         return Ok(());
     }
+    // Held (never freed) for the process's life: --hold-mb is what it weighs from the start.
+    touch_and_keep(args.hold_mb << 20);
     let address = SocketAddr::new(args.host, args.port);
     let socket = bind(address).map_err(|e| format!("unable to bind {address}: {e}"))?;
     if let Some(code) = args.exit_before_ready {
@@ -254,6 +269,7 @@ fn run(args: Args) -> Result<(), String> {
         close_response: identity.response(true),
         delay: Duration::from_millis(args.delay_ms),
         crash_after: args.crash_after,
+        leak_bytes: args.leak_kb_per_request * 1024,
         drain_idle: Duration::from_millis(args.drain_idle_ms),
         answered: AtomicU64::new(0),
         draining: AtomicBool::new(false),
@@ -470,6 +486,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         } else {
             &shared.keep_alive_response
         })?;
+        touch_and_keep(shared.leak_bytes);
         let answered = shared.answered.fetch_add(1, Ordering::SeqCst) + 1;
         if shared.crash_after == Some(answered) {
             say!(
@@ -483,6 +500,14 @@ fn serve(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
         }
         buffer.drain(..request.length);
         scanned = 0;
+    }
+}
+
+/// Allocates `bytes`, writes every page of it (so it is resident, not just reserved) and never frees
+/// it: --hold-mb and --leak-kb-per-request.
+fn touch_and_keep(bytes: usize) {
+    if bytes > 0 {
+        std::hint::black_box(Vec::leak(vec![0xa5u8; bytes]));
     }
 }
 

@@ -9,6 +9,7 @@ pub mod connections;
 pub mod http_probe;
 pub mod inject;
 pub mod listen;
+pub mod memory;
 pub mod netstat;
 pub mod node_ipc;
 pub mod notify_socket;

@@ -590,6 +590,10 @@ impl Processes for Supervisor {
         orphans::left_behind(workers, Some(exited))
     }
 
+    fn memory(&mut self, worker: Pid) -> Option<u64> {
+        super::memory::tree_pss_bytes(worker)
+    }
+
     fn kill_left_behind(&mut self, pids: &[Pid]) {
         for &pid in pids {
             // By pid, never by group: a daemon's setsid() gave it a group of its own, and a pid of ours is

@@ -17,6 +17,12 @@ pub enum Announcement {
     Stopping { within: Duration },
     /// A crashed (or hung) worker of the active generation was started again in its slot.
     Restarted { generation: u32, slot: usize },
+    /// A replacement of a serving worker started in its slot, beside it (`--health`, `--max-memory`).
+    Replacing {
+        generation: u32,
+        slot: usize,
+        reason: super::ReplaceReason,
+    },
     /// A new one-line status.
     Status(String),
 }

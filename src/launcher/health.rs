@@ -1,15 +1,17 @@
 //! `--health http:PATH|ipc`: ready workers are checked every --health-interval; one that fails
 //! --health-failures checks in a row is replaced without losing capacity — its replacement starts in
-//! the same slot beside it, and only once that one is ready is the sick worker steered out and drained.
-//! Invariant: at most one check per worker is under way; a sick worker is checked no more, and it keeps
-//! receiving until its replacement is ready.
+//! the same slot beside it, and only once that one is ready is the sick worker steered out and drained
+//! (replacement.rs). Invariant: at most one check per worker is under way; a worker being replaced is
+//! checked no more, and it keeps receiving until its replacement is ready.
 
 use std::time::Instant;
 
 use log::{debug, info, warn};
 use nix::unistd::Pid;
 
-use super::{describe, Check, Launcher, Phase, ProbeOutcome, Processes, WorkerPhase};
+use super::{
+    describe, Check, Launcher, Phase, ProbeOutcome, Processes, ReplaceReason, WorkerPhase,
+};
 
 impl Launcher {
     /// Starts the health checks that are due.
@@ -17,14 +19,19 @@ impl Launcher {
         let Some(health) = self.policy.health else {
             return;
         };
-        let active = self.active;
+        let (serving, active) = (self.slot_generations.clone(), self.active);
         for worker in &mut self.workers {
             if worker.checking || worker.health_at.is_none_or(|at| at > now) {
                 continue;
             }
             worker.health_at = None;
-            // Only the serving generation: a probation's spare is checked again if it serves again.
-            if worker.phase != WorkerPhase::Ready || worker.sick || worker.generation != active {
+            // Only the generation serving the worker's slot (during and after a batched reload a
+            // slot's generation may differ from its neighbours'): a probation's spare is checked again
+            // if it serves again.
+            if worker.phase != WorkerPhase::Ready
+                || worker.replacing.is_some()
+                || serving.get(worker.slot).copied().unwrap_or(active) != worker.generation
+            {
                 continue;
             }
             worker.checking = true;
@@ -44,14 +51,14 @@ impl Launcher {
             return;
         };
         let replaceable = matches!(self.phase, Phase::Serving | Phase::Reloading { .. });
-        let active = self.active;
+        let (serving, active) = (self.slot_generations.clone(), self.active);
         let on_probation = self.probation_generation();
         let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return;
         };
         worker.checking = false;
         worker.last_health = Some((now, outcome.clone()));
-        if worker.phase != WorkerPhase::Ready || worker.sick {
+        if worker.phase != WorkerPhase::Ready || worker.replacing.is_some() {
             return;
         }
         worker.health_at = Some(now + health.interval);
@@ -76,7 +83,8 @@ impl Launcher {
             );
             return;
         }
-        if !replaceable || worker.generation != active {
+        if !replaceable || serving.get(worker.slot).copied().unwrap_or(active) != worker.generation
+        {
             warn!(
                 "{}: health check failed: {outcome} ({failures} in a row); not replaced: {}",
                 describe(worker),
@@ -96,49 +104,17 @@ impl Launcher {
             );
             return self.roll_back(processes, reason, now);
         }
-        worker.sick = true;
-        worker.health_at = None;
         warn!(
             "{}: health check failed: {outcome} ({failures} in a row, --health-failures {}); starting \
              its replacement in slot {slot}, and it keeps serving until that one is ready",
             describe(worker),
             health.failures
         );
-        if let Err(reason) = self.spawn_worker(processes, generation, slot, now) {
+        if let Err(reason) = self.start_replacement(processes, pid, ReplaceReason::Health, now) {
             warn!("{reason}; the sick worker keeps serving, and the next check tries again");
             if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {
-                worker.sick = false;
                 worker.health_failures = 0;
                 worker.health_at = Some(now + health.interval);
-            }
-        }
-    }
-
-    /// A worker of `generation` got ready in `slot`: the sick workers it replaces are steered out
-    /// (then drained once their queue is accepted), or drained at once when nothing was steered.
-    pub(super) fn retire_sick(
-        &mut self,
-        processes: &mut impl Processes,
-        generation: u32,
-        slot: usize,
-        now: Instant,
-    ) {
-        let sick: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|w| w.sick && w.generation == generation && w.slot == slot)
-            .filter(|w| w.phase == WorkerPhase::Ready)
-            .map(|w| w.pid)
-            .collect();
-        for pid in sick {
-            if let Some(worker) = self.workers.iter().find(|w| w.pid == pid) {
-                info!(
-                    "{}: its replacement is ready; steering it out",
-                    describe(worker)
-                );
-            }
-            if !self.steer_out(pid, now) {
-                self.drain(processes, pid, now);
             }
         }
     }

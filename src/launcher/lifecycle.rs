@@ -58,9 +58,29 @@ pub struct Worker {
     pub health_failures: u32,
     /// Its last health check's outcome and when it ended.
     pub last_health: Option<(Instant, super::ProbeOutcome)>,
-    /// It failed --health-failures checks in a row: a replacement is starting in its slot, and it is
-    /// steered out and drained once that one is ready.
-    pub sick: bool,
+    /// Why it is being replaced (it failed --health-failures checks in a row, or outgrew
+    /// --max-memory): a replacement is starting in its slot, and it keeps serving until that one is
+    /// ready, then it is steered out and drained. None: not being replaced.
+    pub replacing: Option<ReplaceReason>,
+}
+
+/// Why a serving worker is replaced in its slot while it keeps serving (replacement.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplaceReason {
+    /// It failed `--health-failures` health checks in a row.
+    Health,
+    /// Its memory exceeded `--max-memory`.
+    Memory,
+}
+
+impl ReplaceReason {
+    /// The flag that made the launcher replace it, for log lines.
+    pub fn flag(self) -> &'static str {
+        match self {
+            ReplaceReason::Health => "--health-failures",
+            ReplaceReason::Memory => "--max-memory",
+        }
+    }
 }
 
 impl Worker {

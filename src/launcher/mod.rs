@@ -8,7 +8,8 @@
 //! The `Launcher` is one struct whose methods are split by concern: workers.rs (bookkeeping and
 //! readiness), reload.rs (the reload/rollback sequence), restarts.rs (crash-restart policy),
 //! stopping.rs (drain and kill), timers.rs (deadlines), snapshot.rs (status and health), rollout.rs
-//! (a reload's batches, `--max-surge`, and which generation serves each slot). Beside it,
+//! (a reload's batches, `--max-surge`, and which generation serves each slot), replacement.rs (a
+//! serving worker replaced in its slot beside it: health.rs and memory.rs decide when). Beside it,
 //! rate_limit.rs decides when a repeated warning is written (the layers above log it).
 
 mod announcements;
@@ -16,12 +17,14 @@ mod backoff;
 mod events;
 mod health;
 mod lifecycle;
+mod memory;
 mod policy;
 mod probation;
 mod probes;
 mod processes;
 mod rate_limit;
 mod reload;
+mod replacement;
 mod restarts;
 mod rollout;
 mod snapshot;
@@ -36,8 +39,9 @@ use nix::unistd::Pid;
 
 pub use announcements::{Announcement, ReloadResult};
 pub use events::{Check, ExitReason, NotifyMessage, ProbeOutcome};
-pub use lifecycle::{Outcome, Phase, Worker, WorkerPhase};
-pub use policy::{DrainMode, HealthPolicy, Policy, ReadyMode};
+pub use lifecycle::{Outcome, Phase, ReplaceReason, Worker, WorkerPhase};
+pub use memory::format_mib;
+pub use policy::{DrainMode, HealthPolicy, MemoryPolicy, Policy, ReadyMode};
 pub use processes::Processes;
 pub use rate_limit::{thousands, RateLimit, Verdict};
 pub use snapshot::Snapshot;
@@ -77,6 +81,8 @@ pub struct Launcher {
     rollout: Option<rollout::Rollout>,
     /// `reload --max-surge N`: the surge of the next reload to start, when it was given.
     next_surge: Option<usize>,
+    /// `--max-memory`: when the workers' memory is read next, and each slot's replacement backoff.
+    memory: memory::MemoryWatch,
 }
 
 impl Launcher {
@@ -100,6 +106,7 @@ impl Launcher {
             slot_generations: vec![1; policy.workers],
             rollout: None,
             next_surge: None,
+            memory: memory::MemoryWatch::new(policy.memory, now),
         }
     }
 

@@ -38,6 +38,17 @@ pub struct Policy {
     /// `--max-surge`: how many slots a reload replaces at a time; None: every slot at once (the
     /// whole generation). A reload with `--probation` always replaces every slot at once.
     pub max_surge: Option<usize>,
+    /// `--max-memory`: a worker whose memory exceeds the limit is replaced in its slot; None: off.
+    pub memory: Option<MemoryPolicy>,
+}
+
+/// `--max-memory SIZE` with `--memory-check-interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPolicy {
+    /// A worker using more than this many bytes (PSS of its process tree) is replaced.
+    pub limit_bytes: u64,
+    /// Time between two readings of every serving worker's memory.
+    pub interval: Duration,
 }
 
 /// `--health http:PATH|ipc` with `--health-interval`, `--health-timeout`, `--health-failures`.

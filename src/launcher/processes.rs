@@ -46,6 +46,9 @@ pub trait Processes {
     /// Starts an HTTP probe (`--ready http:PATH`) over a connection routed to this very worker; its
     /// outcome comes back through `Launcher::on_probe` within `timeout`.
     fn probe(&mut self, worker: Pid, check: Check, timeout: Duration);
+    /// `--max-memory`: the memory the worker uses, in bytes: the PSS of its whole process tree; None
+    /// when it cannot be read (the worker is gone, or its memory maps are closed to the launcher).
+    fn memory(&mut self, worker: Pid) -> Option<u64>;
     /// Kills each of `pids` with SIGKILL, by pid.
     fn kill_left_behind(&mut self, pids: &[Pid]);
 }

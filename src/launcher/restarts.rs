@@ -89,6 +89,10 @@ impl Launcher {
             _ if self.is_probation_spare(worker.generation) => {
                 warn!("{name} exited with {reason}{left}; generation {} is on probation, and a roll-back would restart its slot", self.active);
             }
+            // Its replacement (--health, --max-memory) is already starting in the slot: no second one.
+            _ if worker.generation == self.slot_generation(worker.slot) && worker.replacing.is_some() && self.has_replacement(worker.pid, worker.generation, worker.slot) => {
+                warn!("{name} exited with {reason}{left} while its replacement was starting in slot {}; not restarted", worker.slot);
+            }
             _ if worker.generation == self.slot_generation(worker.slot) => self.schedule_restart(&worker, reason, &left, now),
             _ => error!("{name} exited with {reason} in an unexpected state; this is a bug in reuseport-launch"),
         }
@@ -134,9 +138,10 @@ impl Launcher {
         let (delay, in_a_row) = slot.backoff.record_failure(Duration::ZERO);
         slot.restart_at = Some(now + delay);
         warn!(
-            "{reason}; replacing it in {} ({} failure in a row)",
+            "{reason}; replacing it in {} ({} failure in a row){}",
             format_delay(delay),
-            ordinal(in_a_row)
+            ordinal(in_a_row),
+            self.replaced_note(worker.generation, worker.slot)
         );
     }
 
@@ -179,10 +184,11 @@ impl Launcher {
             " before ready"
         };
         warn!(
-            "{} exited with {reason}{when}{note}; restarting in {} ({} failure in a row)",
+            "{} exited with {reason}{when}{note}; restarting in {} ({} failure in a row){}",
             describe(worker),
             format_delay(delay),
-            ordinal(in_a_row)
+            ordinal(in_a_row),
+            self.replaced_note(worker.generation, worker.slot)
         );
         self.announce_status();
     }

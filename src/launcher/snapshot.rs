@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Launcher, Phase, Processes, ReloadResult, WorkerPhase};
+use super::{Launcher, Phase, Processes, ReloadResult, ReplaceReason, WorkerPhase};
 
 /// A point-in-time view of the launcher for `status`.
 #[derive(Debug, Clone)]
@@ -42,6 +42,11 @@ pub struct WorkerRow {
     pub udp_flows: Option<u32>,
     /// `--health`: its last check; None before the first one ends.
     pub health: Option<HealthRow>,
+    /// With `--max-memory`: the PSS of its process tree in bytes (`Processes::memory`, read now);
+    /// None without the flag, or when it cannot be read.
+    pub memory_bytes: Option<u64>,
+    /// Why it is being replaced in its slot (`health`, `memory`); None: it is not.
+    pub replacing: Option<&'static str>,
 }
 
 /// A worker's last health check, for `status`.
@@ -89,6 +94,11 @@ impl Launcher {
                     result: outcome.to_string(),
                     ago: now.saturating_duration_since(*at),
                     failures_in_a_row: w.health_failures,
+                }),
+                memory_bytes: self.policy.memory.and_then(|_| processes.memory(w.pid)),
+                replacing: w.replacing.map(|r| match r {
+                    ReplaceReason::Health => "health",
+                    ReplaceReason::Memory => "memory",
                 }),
             })
             .collect();

@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 mod health_and_lb_drain;
 mod health_checks;
 mod http_ready;
+mod memory_limit;
 mod probation;
 mod rollout;
 
@@ -37,6 +38,10 @@ struct FakeProcesses {
     probes: Vec<Pid>,
     /// Every health check started, in order.
     health_checks: Vec<Pid>,
+    /// What `memory` answers, by worker (absent: unreadable).
+    memory: Vec<(Pid, u64)>,
+    /// Every worker whose memory was read, in order.
+    memory_reads: Vec<Pid>,
 }
 
 impl Processes for FakeProcesses {
@@ -90,6 +95,10 @@ impl Processes for FakeProcesses {
             Check::Health => self.health_checks.push(worker),
         }
     }
+    fn memory(&mut self, worker: Pid) -> Option<u64> {
+        self.memory_reads.push(worker);
+        self.memory.iter().find(|(p, _)| *p == worker).map(|m| m.1)
+    }
     fn kill_left_behind(&mut self, pids: &[Pid]) {
         self.killed_strays.extend_from_slice(pids);
         self.strays.retain(|p| !pids.contains(p));
@@ -116,6 +125,7 @@ fn policy() -> Policy {
         drain: DrainMode::Auto,
         lb_drain: Duration::ZERO,
         health: None,
+        memory: None,
         probation: Duration::ZERO,
         steer: false,
         handover_grace: Duration::from_millis(100),

@@ -1,5 +1,5 @@
 //! Time passing: every deadline the decisions keep (ready timeouts, drains, kill timeouts, watchdogs,
-//! restarts) is acted on here, and the nearest one bounds the event loop's wait.
+//! restarts, memory checks) is acted on here, and the nearest one bounds the event loop's wait.
 
 use std::time::Instant;
 
@@ -44,6 +44,7 @@ impl Launcher {
             self.replace(processes, &silent, &reason, now);
         }
         self.end_probation_if_due(processes, now);
+        self.check_memory(processes, now);
         self.restart_due(processes, now);
         self.advance_rollout(processes, now);
         self.start_due_probes(processes, now);
@@ -76,6 +77,7 @@ impl Launcher {
             .chain(lb_drain)
             .chain(probes)
             .chain(self.probation_deadline())
+            .chain(self.memory.next_check())
             .min()
     }
 }

@@ -117,7 +117,7 @@ impl Launcher {
         );
         let generation = worker.generation;
         let slot = worker.slot;
-        self.retire_sick(processes, generation, slot, now);
+        self.retire_replaced(processes, generation, slot, now);
         self.on_worker_ready(processes, generation, now);
         self.sync_steering(processes);
     }
@@ -165,7 +165,7 @@ impl Launcher {
             checking: false,
             health_failures: 0,
             last_health: None,
-            sick: false,
+            replacing: None,
         });
         Ok(())
     }

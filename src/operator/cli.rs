@@ -160,6 +160,8 @@ pub struct Args {
 
     #[command(flatten)]
     pub health: HealthArgs,
+    #[command(flatten)]
+    pub memory: super::memory_flags::MemoryArgs,
 
     #[command(flatten)]
     pub rollout: RolloutArgs,
@@ -263,6 +265,8 @@ pub struct Config {
     pub health: Option<(HealthKind, HealthPolicy)>,
     /// `--probation`: how long a reload's old generation is kept to roll back to.
     pub probation: Duration,
+    /// `--max-memory`: the limit and how often it is checked; None: off.
+    pub memory: Option<crate::launcher::MemoryPolicy>,
     /// How workers are drained.
     pub drain: DrainMode,
     /// Set SO_REUSEPORT on workers' binds (seccomp user notification).
@@ -341,6 +345,7 @@ impl Config {
             drain: self.drain,
             lb_drain: self.lb_drain,
             health: self.health.as_ref().map(|(_, policy)| *policy),
+            memory: self.memory,
             probation: self.probation,
             steer,
             handover_grace: self.handover_grace,
@@ -443,6 +448,7 @@ impl Config {
                 .map_err(|e: String| bad(&e))?,
             reload_signal: args.rollout.reload_signal,
             probation,
+            memory: args.memory.policy().map_err(|e| bad(&e))?,
             health,
             ready_path,
             steer: args.steer,

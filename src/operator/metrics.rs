@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::kernel::netstat;
-use crate::launcher::{Announcement, ReloadResult, Snapshot};
+use crate::launcher::{Announcement, ReloadResult, ReplaceReason, Snapshot};
 
 /// The two exposition formats served: OpenMetrics (what the crate encodes; Prometheus asks for it in
 /// its Accept header) and the classic Prometheus text format 0.0.4 (everyone else: curl, older
@@ -87,6 +87,11 @@ struct WorkerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -100,6 +105,8 @@ pub struct Metrics {
     generation: Gauge,
     accept_queue: Family<WorkerLabel, Gauge>,
     udp_flows: Family<WorkerLabel, Gauge>,
+    replacements: Family<ReasonLabel, Counter>,
+    memory: Family<WorkerLabel, Gauge>,
 }
 
 impl Metrics {
@@ -111,6 +118,8 @@ impl Metrics {
         let generation = Gauge::default();
         let accept_queue = Family::<WorkerLabel, Gauge>::default();
         let udp_flows = Family::<WorkerLabel, Gauge>::default();
+        let replacements = Family::<ReasonLabel, Counter>::default();
+        let memory = Family::<WorkerLabel, Gauge>::default();
         let mut registry = Registry::default();
         registry.register(
             "reuseport_launch_reloads",
@@ -148,7 +157,21 @@ impl Metrics {
             "Live UDP flows of a worker (seen within --udp-flow-idle), with --udp-flow-idle",
             udp_flows.clone(),
         );
+        registry.register(
+            "reuseport_launch_worker_replacements",
+            "Serving workers whose replacement was started beside them in their slot, by reason: health (--health-failures) or memory (--max-memory)",
+            replacements.clone(),
+        );
+        registry.register_with_unit(
+            "reuseport_launch_worker_memory",
+            "The PSS of a worker's process tree, as --max-memory judges it; with --max-memory",
+            Unit::Bytes,
+            memory.clone(),
+        );
         registry.register_collector(Box::new(MigrateReqCollector));
+        for reason in ["health", "memory"] {
+            let _ = replacements.get_or_create(&ReasonLabel { reason });
+        }
         // Both results exist from the start, so a rate() sees the first failure.
         for result in ["succeeded", "failed"] {
             let _ = reloads.get_or_create(&ResultLabel { result });
@@ -162,6 +185,8 @@ impl Metrics {
             generation,
             accept_queue,
             udp_flows,
+            replacements,
+            memory,
         }
     }
 
@@ -190,6 +215,15 @@ impl Metrics {
             Announcement::Restarted { .. } => {
                 self.restarts.inc();
             }
+            Announcement::Replacing { reason, .. } => {
+                let reason = match reason {
+                    ReplaceReason::Health => "health",
+                    ReplaceReason::Memory => "memory",
+                };
+                self.replacements
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+            }
             _ => {}
         }
     }
@@ -206,7 +240,17 @@ impl Metrics {
         // Workers come and go: only the live ones with a known queue are reported.
         self.accept_queue.clear();
         self.udp_flows.clear();
+        self.memory.clear();
         for w in &snapshot.workers {
+            if let Some(bytes) = w.memory_bytes {
+                let label = WorkerLabel {
+                    generation: w.generation,
+                    slot: w.slot as u32,
+                };
+                self.memory
+                    .get_or_create(&label)
+                    .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
             if let Some(flows) = w.udp_flows {
                 let label = WorkerLabel {
                     generation: w.generation,
@@ -290,6 +334,8 @@ mod tests {
                     receiving: None,
                     accept_queue: (slot == 0).then_some(7),
                     udp_flows: (slot == 0).then_some(3),
+                    memory_bytes: (slot == 0).then_some(5 << 20),
+                    replacing: None,
                 })
                 .collect(),
         }
@@ -316,6 +362,11 @@ mod tests {
             generation: 2,
             slot: 0,
         });
+        metrics.on_announcement(&Announcement::Replacing {
+            generation: 2,
+            slot: 1,
+            reason: ReplaceReason::Memory,
+        });
         let text = metrics.render(
             &snapshot(2, &["ready", "ready", "stopping"]),
             Format::PrometheusText,
@@ -336,6 +387,9 @@ mod tests {
             "# TYPE reuseport_launch_tcp_migrate_req_total counter",
             "reuseport_launch_accept_queue{generation=\"2\",slot=\"0\"} 7",
             "reuseport_launch_udp_flows{generation=\"2\",slot=\"0\"} 3",
+            "reuseport_launch_worker_replacements_total{reason=\"memory\"} 1",
+            "reuseport_launch_worker_replacements_total{reason=\"health\"} 0",
+            "reuseport_launch_worker_memory_bytes{generation=\"2\",slot=\"0\"} 5242880",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

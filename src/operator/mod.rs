@@ -12,6 +12,7 @@ pub mod control_client;
 pub mod docs;
 pub mod help_text;
 pub mod logging;
+pub mod memory_flags;
 pub mod metrics;
 pub mod probe_flags;
 pub mod rollout_flags;

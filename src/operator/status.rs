@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::launcher::{ReloadResult, Snapshot};
+use crate::launcher::{format_mib, ReloadResult, Snapshot};
 
 pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
     let mut out = format!(
@@ -16,9 +16,11 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
     let checked = snapshot.workers.iter().any(|w| w.health.is_some());
     // The FLOWS column only with --udp-flow-idle, likewise.
     let flows = snapshot.workers.iter().any(|w| w.udp_flows.is_some());
+    // The MEMORY column only with --max-memory, likewise.
+    let memory = snapshot.workers.iter().any(|w| w.memory_bytes.is_some());
     let _ = writeln!(
         out,
-        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{}{}",
+        "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{}{}{}",
         "GEN",
         "SLOT",
         "PID",
@@ -29,6 +31,7 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
         "RECEIVING",
         "QUEUE",
         if flows { "  FLOWS" } else { "" },
+        if memory { "  MEMORY (PSS)" } else { "" },
         if checked { "  HEALTH" } else { "" }
     );
     for w in &snapshot.workers {
@@ -48,6 +51,15 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
             None => format!("  {:>5}", "-"),
             Some(n) => format!("  {n:>5}"),
         };
+        let memory = match (w.memory_bytes, w.replacing) {
+            _ if !memory => String::new(),
+            (None, _) => format!("  {:>13}", "-"),
+            (Some(bytes), None) => format!("  {:>13}", format_mib(bytes)),
+            (Some(bytes), Some(why)) => format!(
+                "  {:>13}",
+                format!("{} (replacing: {why})", format_mib(bytes))
+            ),
+        };
         let health = match &w.health {
             _ if !checked => String::new(),
             None => "  -".to_string(),
@@ -61,7 +73,7 @@ pub fn render_table(name: &str, snapshot: &Snapshot) -> String {
         };
         let _ = writeln!(
             out,
-            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{udp_flows}{health}",
+            "{:>4}  {:>4}  {:>8}  {:<8}  {:>8}  {:>8}  {:>9}  {:>9}  {:>5}{udp_flows}{memory}{health}",
             w.generation,
             w.slot,
             w.pid,
@@ -105,7 +117,7 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
         .iter()
         .map(|w| {
             format!(
-                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{},"receiving":{},"accept_queue":{},"udp_flows":{},"health":{}}}"#,
+                r#"{{"generation":{},"slot":{},"pid":{},"state":"{}","uptime_ms":{},"restarts":{},"ready_ms":{},"status":{},"receiving":{},"accept_queue":{},"udp_flows":{},"memory_bytes":{},"replacing":{},"health":{}}}"#,
                 w.generation,
                 w.slot,
                 w.pid,
@@ -117,6 +129,8 @@ pub fn render_json(name: &str, snapshot: &Snapshot) -> String {
                 w.receiving.map_or_else(|| "null".to_string(), |r| r.to_string()),
                 w.accept_queue.map_or_else(|| "null".to_string(), |q| q.to_string()),
                 w.udp_flows.map_or_else(|| "null".to_string(), |n| n.to_string()),
+                w.memory_bytes.map_or_else(|| "null".to_string(), |n| n.to_string()),
+                w.replacing.map_or_else(|| "null".to_string(), json_string),
                 w.health.as_ref().map_or_else(|| "null".to_string(), |h| format!(
                     r#"{{"ok":{},"result":{},"ago_ms":{},"failures_in_a_row":{}}}"#,
                     h.passed,

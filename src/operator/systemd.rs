@@ -55,7 +55,7 @@ impl ServiceManager {
             }
             Announcement::Status(line) => vec![NotifyState::Status(line)],
             // Not a state of the service; /metrics counts it.
-            Announcement::Restarted { .. } => return,
+            Announcement::Restarted { .. } | Announcement::Replacing { .. } => return,
         };
         self.send(&states);
     }

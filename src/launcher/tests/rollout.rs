@@ -300,3 +300,35 @@ fn with_probation_a_reload_always_replaces_the_whole_generation() {
         "the spare generation is not signalled"
     );
 }
+
+#[test]
+fn after_a_failed_batch_the_health_checks_cover_both_generations_of_the_mix() {
+    let interval = 10 * SEC;
+    let (mut l, mut p, t0) = serving_with(Policy {
+        workers: 2,
+        max_surge: Some(1),
+        health: Some(HealthPolicy {
+            interval,
+            timeout: 2 * SEC,
+            failures: 3,
+        }),
+        ..steering()
+    });
+    let gen1 = pids_of(&p, 1);
+    l.request_reload(&mut p, t0);
+    let mut now = t0 + SEC;
+    let switched = in_slot(&l, 2, 0);
+    ready(&mut l, &mut p, &[switched], now);
+    now = finish_stops(&mut l, &mut p, now).0;
+    let failing = in_slot(&l, 2, 1);
+    l.on_exit(&mut p, failing, ExitReason::Exited(1), now);
+    assert_eq!(l.snapshot(&mut p, now).slots, vec![2, 1]);
+
+    let before = p.health_checks.len();
+    l.on_timers(&mut p, now + interval);
+    let mut checked = p.health_checks[before..].to_vec();
+    checked.sort();
+    let mut serving = vec![switched, gen1[1]];
+    serving.sort();
+    assert_eq!(checked, serving, "each slot's serving worker is checked");
+}
