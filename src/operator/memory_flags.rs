@@ -85,7 +85,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
     let bytes = bytes as u64;
     if bytes < MIN_LIMIT_BYTES {
-        let hint = if multiplier == 1 {
+        let hint = if bytes == 0 {
+            "; to turn the limit off, leave --max-memory out".to_string()
+        } else if multiplier == 1 {
             format!("; did you mean {number}M?")
         } else {
             String::new()
