@@ -36,7 +36,7 @@ class Pass:
         self.windows = [int(b) - int(a) for a, b in (line.split() for line in read(path("windows")).splitlines())]
         self.done = len(MANAGER_DONE.findall(log))
         self.failed_reloads = len(FAILED.findall(log))
-        if self.setup.endswith("launcher"):
+        if "launcher" in self.setup:
             self.ready_ms = [int(ms) for g, ms in LAUNCHER_READY.findall(log) if int(g) >= 2]
         else:
             self.ready_ms = [int(ms) for ms in MANAGER_DONE.findall(log)]
@@ -130,7 +130,8 @@ def main():
 
     emit("### Throughput ratios (median req/s of the wrk runs)")
     emit("")
-    pairs = [("launcher", other) for other in ("cluster", "pm2", "pm2-ready")] + [("example-launcher", "example-bare")]
+    pairs = ([("launcher", other) for other in ("cluster", "pm2", "pm2-ready")]
+             + [("launcher-surge1", "cluster"), ("launcher-surge1", "launcher"), ("example-launcher", "example-bare")])
     emit("| ratio | load | delay | value |")
     emit("| --- | --- | ---: | ---: |")
     for a, b in pairs:
