@@ -107,7 +107,7 @@ def main():
     def group(pool, **keys):
         return [p for p in pool if all(getattr(p, k) == v for k, v in keys.items())]
 
-    emit("### wrk, a reload every 3 s (none for the bare example server): median (range) over runs")
+    emit("### wrk, reloads as in the load line above (none for the bare example server): median (range) over runs")
     emit("")
     emit("| setup | load | delay | runs | requests | failures per run (connect/read/write/timeout/non-2xx summed) "
          "| req/s | p50 | p99 | reloads done/triggered | failures per reload |")

@@ -5,7 +5,8 @@
 // --stop-message, bench-compare's cluster primary): stop accepting (server.close()), answer every request
 // that arrives after that with `Connection: close`, close idle keep-alive connections after GRACE_MS, exit
 // when the last connection is gone (or after EXIT_LIMIT_MS, whatever the clients do). With an IPC channel
-// (cluster, PM2, reuseport-launch's --node-ipc) it sends process.send('ready') once it listens.
+// (cluster, PM2, reuseport-launch's --node-ipc) it sends process.send('ready') once it listens. Given a
+// socket-activation listener (LISTEN_FDS, reuseport-launch --listen) it serves that, fd 3, instead of binding.
 'use strict';
 const http = require('http');
 const net = require('net');
@@ -37,6 +38,9 @@ process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
 process.on('message', (msg) => { if (msg === 'shutdown') shutdown(); });
 
-server.listen(PORT, '127.0.0.1', () => {
+const LISTEN_FDS_START = 3;   // sd_listen_fds(3): the first passed socket
+const onListening = () => {
     if (process.send) process.send('ready');
-});
+};
+if (Number(process.env.LISTEN_FDS || 0) > 0) server.listen({ fd: LISTEN_FDS_START }, onListening);
+else server.listen(PORT, '127.0.0.1', onListening);
