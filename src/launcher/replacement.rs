@@ -15,7 +15,8 @@ use super::{describe, Announcement, Launcher, Processes, ReplaceReason, WorkerPh
 
 impl Launcher {
     /// Starts a replacement for worker `pid` in its slot, for `reason`. Err with the reason when the
-    /// spawn failed: then nothing changed, and the worker is not marked.
+    /// spawn failed or a batched reload leaves no room for it: then nothing changed, and the worker is
+    /// not marked.
     pub(super) fn start_replacement(
         &mut self,
         processes: &mut impl Processes,
@@ -33,6 +34,7 @@ impl Launcher {
             return Ok(());
         }
         let (generation, slot) = (worker.generation, worker.slot);
+        self.room_for_one_more()?;
         self.spawn_worker(processes, generation, slot, now)?;
         if let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) {
             worker.replacing = Some(reason);

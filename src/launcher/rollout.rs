@@ -146,6 +146,26 @@ impl Launcher {
         }
     }
 
+    /// Err when a batched reload is under way and one more worker would take the live workers past
+    /// `workers + surge`: a replacement (health.rs, memory.rs) then waits, and its check tries again.
+    pub(super) fn room_for_one_more(&self) -> Result<(), String> {
+        let Some(rollout) = self
+            .rollout
+            .as_ref()
+            .filter(|r| r.surge < self.policy.workers)
+        else {
+            return Ok(());
+        };
+        let (alive, most) = (self.workers.len(), self.policy.workers + rollout.surge);
+        if alive < most {
+            return Ok(());
+        }
+        Err(format!(
+            "no room for a replacement while the reload to generation {} runs: {alive} workers alive,              at most {most} with --max-surge {}",
+            rollout.generation, rollout.surge
+        ))
+    }
+
     /// A worker of the reload's generation got ready: when that completes the batch, its slots switch
     /// to the new generation, the old workers of those slots are steered out and drained, and the next
     /// batch follows (or, after the last one, the new generation is promoted).

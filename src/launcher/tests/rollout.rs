@@ -332,3 +332,53 @@ fn after_a_failed_batch_the_health_checks_cover_both_generations_of_the_mix() {
     serving.sort();
     assert_eq!(checked, serving, "each slot's serving worker is checked");
 }
+
+#[test]
+fn a_sick_worker_during_a_batched_reload_waits_for_room_instead_of_exceeding_workers_plus_surge() {
+    let interval = 10 * SEC;
+    let (mut l, mut p, t0) = serving_with(Policy {
+        workers: 2,
+        max_surge: Some(1),
+        health: Some(HealthPolicy {
+            interval,
+            timeout: 2 * SEC,
+            failures: 1,
+        }),
+        ready_timeout: 60 * SEC,
+        ..steering()
+    });
+    let gen1 = pids_of(&p, 1);
+    l.request_reload(&mut p, t0);
+    let starting = in_slot(&l, 2, 0);
+    assert_eq!(l.workers.len(), 3, "the first batch: 2 old + 1 new");
+    // The checks run while the first batch starts; slot 1's old worker fails its check.
+    let before = p.health_checks.len();
+    let now = t0 + interval;
+    l.on_timers(&mut p, now);
+    let checked = p.health_checks[before..].to_vec();
+    assert!(checked.contains(&gen1[1]), "slot 1 is checked: {checked:?}");
+    for pid in checked {
+        let outcome = if pid == gen1[1] {
+            ProbeOutcome::Answered {
+                status: 500,
+                excerpt: String::new(),
+            }
+        } else {
+            ProbeOutcome::Replied("healthy".into())
+        };
+        l.on_probe(&mut p, pid, Check::Health, outcome, now);
+    }
+    assert_eq!(
+        l.workers.len(),
+        3,
+        "no replacement beyond workers + surge = 3"
+    );
+    // The reload goes on and replaces the sick worker's slot in its turn.
+    ready(&mut l, &mut p, &[starting], now + SEC);
+    let (now, _) = finish_stops(&mut l, &mut p, now + SEC);
+    let next = in_slot(&l, 2, 1);
+    assert!(l.workers.len() <= 3);
+    ready(&mut l, &mut p, &[next], now);
+    finish_stops(&mut l, &mut p, now);
+    assert_eq!(l.snapshot(&mut p, now).slots, vec![2, 2]);
+}
