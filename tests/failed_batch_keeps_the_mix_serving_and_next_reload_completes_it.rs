@@ -2,13 +2,15 @@
 //! PROGRAM script exits before ready there, keyed on REUSEPORT_LAUNCH_GENERATION and
 //! REUSEPORT_LAUNCH_WORKER): the third batch fails, `reload --wait` exits 1 saying "2 of 4 slots on
 //! generation 2", slots 0 and 1 keep their new workers and slots 2 and 3 their very same old ones,
-//! both generations answer, `status` shows each slot's generation; the next reload (generation 3,
+//! both generations answer, `status` and `/metrics` (reuseport_launch_slot_generation) show each slot's
+//! generation; the next reload (generation 3,
 //! which starts everywhere) replaces every slot. No request fails under load throughout.
 
 mod support;
 
 use std::time::Duration;
 
+use support::admin::{admin_get, parse_metrics};
 use support::control::{client, CLIENT_DEADLINE};
 use support::*;
 
@@ -29,6 +31,7 @@ fn failed_batch_keeps_the_mix_serving_and_next_reload_completes_it() {
     let dir = TempDir::new("failed_batch_keeps_the_mix_serving_and_next_reload_completes_it");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    let admin = format!("127.0.0.1:{}", free_port());
     let server = example_server();
     let script = dir.write_script(
         "server.sh",
@@ -51,6 +54,8 @@ fn failed_batch_keeps_the_mix_serving_and_next_reload_completes_it() {
             "10",
             "--name",
             "web",
+            "--admin",
+            &admin,
             "--",
             &script,
         ],
@@ -125,6 +130,14 @@ fn failed_batch_keeps_the_mix_serving_and_next_reload_completes_it() {
         "status --json: {}",
         json.stdout
     );
+    let scrape = parse_metrics(&dir, &admin_get(&admin, "/metrics").body, false);
+    for (slot, generation) in [(0, 2.0), (1, 2.0), (2, 1.0), (3, 1.0)] {
+        assert_eq!(
+            scrape.get(&format!("reuseport_launch_slot_generation{{slot={slot}}}")),
+            generation,
+            "slot {slot}'s generation in /metrics"
+        );
+    }
     let mut answered = std::collections::BTreeSet::new();
     assert!(
         wait_until(Duration::from_secs(10), || {

@@ -42,6 +42,8 @@ class Pass:
             self.ready_ms = [int(ms) for ms in MANAGER_DONE.findall(log)]
         rss = read(path("rss")).strip()
         self.rss_kb = int(rss) if rss else None
+        cpu = read(path("cpu")).split()
+        self.cpu_ms = int(cpu[0]) * 1000 / int(cpu[1]) if cpu else None
         if self.tool == "wrk":
             self.read_wrk(read(path("wrk")))
         else:
@@ -142,6 +144,20 @@ def main():
                 if ra and rb:
                     emit(f"| {label[a]} ÷ {label[b]} | {load} | {delay} ms "
                          f"| {statistics.median(ra) / statistics.median(rb):.2f} |")
+    emit("")
+
+    emit("### CPU of the server's process tree (manager + workers, exited ones included) per 10,000 requests "
+         "(wrk runs): median (range)")
+    emit("")
+    emit("| setup | load | delay | CPU ms per 10k requests |")
+    emit("| --- | --- | ---: | ---: |")
+    for setup in setups:
+        for delay in delays:
+            for load in loads:
+                runs = [p for p in group(wrk, setup=setup, load=load, delay=delay) if p.cpu_ms and p.requests]
+                if runs:
+                    emit(f"| {label[setup]} | {load} | {delay} ms "
+                         f"| {spread([p.cpu_ms * 10000 / p.requests for p in runs], '{:.0f}')} |")
     emit("")
 
     emit("### Time per reload and the manager's memory (every pass with tcp_migrate_req=1)")

@@ -87,6 +87,11 @@ struct WorkerLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlotLabel {
+    slot: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -103,6 +108,7 @@ pub struct Metrics {
     workers: Family<StateLabel, Gauge>,
     restarts: Counter,
     generation: Gauge,
+    slot_generation: Family<SlotLabel, Gauge>,
     accept_queue: Family<WorkerLabel, Gauge>,
     udp_flows: Family<WorkerLabel, Gauge>,
     replacements: Family<ReasonLabel, Counter>,
@@ -116,6 +122,7 @@ impl Metrics {
         let workers = Family::<StateLabel, Gauge>::default();
         let restarts = Counter::default();
         let generation = Gauge::default();
+        let slot_generation = Family::<SlotLabel, Gauge>::default();
         let accept_queue = Family::<WorkerLabel, Gauge>::default();
         let udp_flows = Family::<WorkerLabel, Gauge>::default();
         let replacements = Family::<ReasonLabel, Counter>::default();
@@ -146,6 +153,11 @@ impl Metrics {
             "reuseport_launch_generation",
             "The generation that serves (during a reload: the one being replaced)",
             generation.clone(),
+        );
+        registry.register(
+            "reuseport_launch_slot_generation",
+            "The generation serving each slot: during a batched reload (--max-surge) and after a failed batch, slots differ",
+            slot_generation.clone(),
         );
         registry.register(
             "reuseport_launch_accept_queue",
@@ -183,6 +195,7 @@ impl Metrics {
             workers,
             restarts,
             generation,
+            slot_generation,
             accept_queue,
             udp_flows,
             replacements,
@@ -231,6 +244,11 @@ impl Metrics {
     /// The exposition text in `format`, with the gauges read from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot, format: Format) -> String {
         self.generation.set(i64::from(snapshot.active));
+        for (slot, &generation) in snapshot.slots.iter().enumerate() {
+            self.slot_generation
+                .get_or_create(&SlotLabel { slot: slot as u32 })
+                .set(i64::from(generation));
+        }
         for state in WORKER_STATES {
             let count = snapshot.workers.iter().filter(|w| w.state == state).count();
             self.workers
@@ -379,6 +397,8 @@ mod tests {
             "reuseport_launch_reload_duration_seconds_bucket{le=\"0.025\"} 0",
             "reuseport_launch_worker_restarts_total 1",
             "reuseport_launch_generation 2",
+            "reuseport_launch_slot_generation{slot=\"0\"} 2",
+            "reuseport_launch_slot_generation{slot=\"2\"} 2",
             "reuseport_launch_workers{state=\"ready\"} 2",
             "reuseport_launch_workers{state=\"stopping\"} 1",
             "reuseport_launch_workers{state=\"draining\"} 0",
