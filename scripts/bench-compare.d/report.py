@@ -44,6 +44,7 @@ class Pass:
         self.rss_kb = int(rss) if rss else None
         cpu = read(path("cpu")).split()
         self.cpu_ms = int(cpu[0]) * 1000 / int(cpu[1]) if cpu else None
+        self.own_cpu_ms = int(cpu[2]) * 1000 / int(cpu[1]) if len(cpu) > 2 else None
         if self.tool == "wrk":
             self.read_wrk(read(path("wrk")))
         else:
@@ -149,15 +150,17 @@ def main():
     emit("### CPU of the server's process tree (manager + workers, exited ones included) per 10,000 requests "
          "(wrk runs): median (range)")
     emit("")
-    emit("| setup | load | delay | CPU ms per 10k requests |")
-    emit("| --- | --- | ---: | ---: |")
+    emit("| setup | load | delay | CPU ms per 10k requests | the manager alone, CPU ms per reload |")
+    emit("| --- | --- | ---: | ---: | ---: |")
     for setup in setups:
         for delay in delays:
             for load in loads:
                 runs = [p for p in group(wrk, setup=setup, load=load, delay=delay) if p.cpu_ms and p.requests]
                 if runs:
+                    own = [p.own_cpu_ms / p.sent for p in runs if p.own_cpu_ms is not None and p.sent]
                     emit(f"| {label[setup]} | {load} | {delay} ms "
-                         f"| {spread([p.cpu_ms * 10000 / p.requests for p in runs], '{:.0f}')} |")
+                         f"| {spread([p.cpu_ms * 10000 / p.requests for p in runs], '{:.0f}')} "
+                         f"| {spread(own, '{:.1f}') if own else 'no reloads'} |")
     emit("")
 
     emit("### Time per reload and the manager's memory (every pass with tcp_migrate_req=1)")
