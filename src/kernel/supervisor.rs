@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -28,7 +27,7 @@ use socket2::SockRef;
 use super::adopt;
 use super::connections;
 use super::inject::{self, BindWatch};
-use super::listen::{self, Held};
+use super::listen::{self, Held, ListenAddress};
 use super::node_ipc;
 use super::orphans;
 use super::probes::{HealthKind, Probes};
@@ -77,7 +76,7 @@ pub struct Supervisor {
     /// The bind notifications of every live worker that has injection.
     watches: Vec<BindWatch>,
     /// `--listen` addresses, bound anew for every worker.
-    listen: Vec<SocketAddr>,
+    listen: Vec<ListenAddress>,
     /// LISTEN_FDNAMES for them.
     fd_names: String,
     /// /dev/null placeholders on the free fds below 3 + listen.len(); see listen::reserve_target_fds.
@@ -277,7 +276,7 @@ impl Supervisor {
                 .env(listen::ENV_LISTEN_PID, listen::LISTEN_PID_PLACEHOLDER)
                 .env(listen::ENV_LISTEN_FDNAMES, &self.fd_names);
             if let [only] = self.listen[..] {
-                command.env(listen::ENV_PORT, only.port().to_string());
+                command.env(listen::ENV_PORT, only.address.port().to_string());
             }
         }
         if let Some(user) = self.run_as.as_ref().and_then(|r| r.user.as_ref()) {

@@ -15,6 +15,7 @@ use super::rollout_flags::RolloutArgs;
 pub use super::steer_flags::SteerArg;
 use super::steer_flags::{parse_flow_idle, DEFAULT_HANDOVER_GRACE_MS, MAX_HANDOVER_GRACE_MS};
 use super::{addresses, help_text, run_as, suggest};
+use crate::kernel::listen::ListenAddress;
 use crate::kernel::probes::HealthKind;
 
 use crate::kernel::worker_spec::{RunAs, WorkerSpec};
@@ -93,7 +94,8 @@ pub struct Args {
     /// Bind this address for every worker and pass it as systemd socket activation does. Repeatable
     ///
     /// The sockets are fds 3, 4, ... (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; PORT when only one).
-    /// `8080` means [::]:8080 (IPv6 and IPv4); also `127.0.0.1:8080`, `[::1]:8080`. No injection then
+    /// `8080` means [::]:8080 (IPv6 and IPv4); also `127.0.0.1:8080`, `[::1]:8080`. A UDP socket
+    /// (systemd's ListenDatagram=): `udp:8053`, `udp:127.0.0.1:8053`, `udp:[::1]:8053`. No injection then
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
 
@@ -280,7 +282,7 @@ pub struct Config {
     /// Log level chosen by -v/-q (RUST_LOG still wins).
     pub log_level: log::LevelFilter,
     /// Addresses the launcher binds for every worker (`--listen`), in order; empty: the worker binds.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddress>,
     /// The user and group workers run as (`--user`/`--group`); None: the launcher's own.
     pub run_as: Option<RunAs>,
     /// Workers get a Node IPC channel.
