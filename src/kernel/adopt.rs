@@ -1,10 +1,13 @@
 //! Copies of the serving sockets of a worker whose binds the launcher did not see (`--no-inject`:
 //! the server sets SO_REUSEPORT itself): its fds that are TCP sockets in LISTEN state or bound,
 //! unconnected UDP sockets, found in /proc and copied with pidfd_getfd. Invariant: only sockets of the
-//! worker itself, never of another process, and only those in a reuseport group (SO_REUSEPORT).
+//! worker itself, never of another process, and only those in a reuseport group (SO_REUSEPORT). The
+//! same search tells `--ready listen` when such a worker serves.
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
+
+use socket2::SockRef;
 
 use log::debug;
 use nix::sys::socket::{getsockopt, sockopt};
@@ -40,4 +43,18 @@ pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
         })
         .filter(|copy| getsockopt(copy, sockopt::ReusePort).unwrap_or(false))
         .collect()
+}
+
+/// Whether `worker` serves (for `--ready listen` without injection): it holds a TCP listener or a bound
+/// UDP socket with SO_REUSEPORT, on `port` when given.
+pub fn serves(worker: Pid, port: Option<u16>) -> bool {
+    listeners_of(worker).iter().any(|copy| {
+        port.is_none_or(|port| {
+            SockRef::from(copy)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_some_and(|a| a.port() == port)
+        })
+    })
 }

@@ -87,7 +87,8 @@ pub struct Args {
     /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself)
     ///
     /// Injection installs a seccomp filter; when the launcher is not root that needs no_new_privs, which
-    /// makes file capabilities (setcap) of PROGRAM ineffective
+    /// makes file capabilities (setcap) of PROGRAM ineffective. The workers' SO_REUSEPORT sockets (TCP
+    /// listeners, bound UDP sockets) are then found in /proc, for `--ready listen` and steering
     #[arg(long)]
     pub no_inject: bool,
 
@@ -396,10 +397,9 @@ impl Config {
         // drain them, without injection; injection is then not needed and stays off.
         let inject = !args.no_inject && listen.is_empty();
         let sees_listeners = inject || !listen.is_empty();
+        // Listen readiness sees the binds (injection), holds the sockets (--listen), or, with
+        // --no-inject, looks for the worker's SO_REUSEPORT sockets in /proc (kernel/adopt.rs).
         let ready = match (&args.ready, sees_listeners) {
-            (ReadyArg::Listen, false) => return Err(bad(
-                "--ready listen needs injection (it watches the worker's binds) or --listen; drop --no-inject",
-            )),
             (ReadyArg::Http(_), false) => return Err(bad(
                 "--ready http needs injection or --listen (the probe connects to the listener the launcher holds a copy of); drop --no-inject",
             )),
@@ -407,9 +407,9 @@ impl Config {
                 "--ready http needs steering (a probe cannot choose its worker otherwise: the kernel would hand it to any worker of the port); drop --steer off",
             )),
             (ReadyArg::Http(_), true) => ReadyMode::Http,
-            (ReadyArg::Auto, false) | (ReadyArg::Notify, _) => ReadyMode::Notify,
-            (ReadyArg::Listen, true) => ReadyMode::Listen,
-            (ReadyArg::Auto, true) => ReadyMode::Auto,
+            (ReadyArg::Notify, _) => ReadyMode::Notify,
+            (ReadyArg::Listen, _) => ReadyMode::Listen,
+            (ReadyArg::Auto, _) => ReadyMode::Auto,
         };
         let drain = match (args.drain, sees_listeners) {
             (DrainArg::Listener, false) => {
