@@ -482,6 +482,15 @@ mod tests {
     }
 
     #[test]
+    fn held_udp_port_is_named_too() {
+        let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = holder.local_addr().unwrap();
+        let err = check_available(&[ListenAddress::udp(address)]).unwrap_err();
+        assert!(err.contains(&format!("udp:{address}")), "{err}");
+        assert!(err.contains("SO_REUSEPORT"), "{err}");
+    }
+
+    #[test]
     fn fd_names_follow_listen_order() {
         assert_eq!(fd_names(1), "listen0");
         assert_eq!(fd_names(3), "listen0:listen1:listen2");
