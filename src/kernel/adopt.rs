@@ -7,11 +7,10 @@
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 
-use socket2::SockRef;
-
 use log::debug;
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::Pid;
+use socket2::SockRef;
 
 use super::pidfd;
 use super::sock_diag::{self, LISTEN, UNCONNECTED};
@@ -21,16 +20,46 @@ use super::socket_fds;
 /// file descriptors (a socket without it, e.g. an admin port or a DNS server's upstream socket, has
 /// no group to steer).
 pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
-    let serving: HashSet<u64> = match (
-        sock_diag::tcp_sockets(LISTEN),
-        sock_diag::udp_sockets(UNCONNECTED),
-    ) {
-        (Ok(tcp), Ok(udp)) => tcp.into_iter().chain(udp).map(|s| s.inode).collect(),
-        (Err(e), _) | (_, Err(e)) => {
+    match serving_inodes() {
+        Ok(serving) => copies(worker, &serving),
+        Err(e) => {
             debug!("sock_diag: {e}; worker pid {worker}'s listeners cannot be found");
-            return Vec::new();
+            Vec::new()
         }
+    }
+}
+
+/// Which of `workers` serve (for `--ready listen` without injection): they hold a TCP listener or a
+/// bound UDP socket with SO_REUSEPORT, on `port` when given. One dump of the kernel's sockets for all.
+pub fn serving(workers: &[Pid], port: Option<u16>) -> Vec<Pid> {
+    let Ok(serving) = serving_inodes() else {
+        return Vec::new();
     };
+    let on_port = |copy: &OwnedFd| {
+        port.is_none_or(|port| {
+            SockRef::from(copy)
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_some_and(|a| a.port() == port)
+        })
+    };
+    workers
+        .iter()
+        .copied()
+        .filter(|&worker| copies(worker, &serving).iter().any(on_port))
+        .collect()
+}
+
+/// The inodes of this network namespace's TCP listeners and bound, unconnected UDP sockets.
+fn serving_inodes() -> std::io::Result<HashSet<u64>> {
+    let tcp = sock_diag::tcp_sockets(LISTEN)?;
+    let udp = sock_diag::udp_sockets(UNCONNECTED)?;
+    Ok(tcp.into_iter().chain(udp).map(|s| s.inode).collect())
+}
+
+/// Copies of `worker`'s sockets among `serving` that have SO_REUSEPORT.
+fn copies(worker: Pid, serving: &HashSet<u64>) -> Vec<OwnedFd> {
     socket_fds::socket_fds(worker)
         .into_iter()
         .filter(|(_, inode)| serving.contains(inode))
@@ -43,18 +72,4 @@ pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
         })
         .filter(|copy| getsockopt(copy, sockopt::ReusePort).unwrap_or(false))
         .collect()
-}
-
-/// Whether `worker` serves (for `--ready listen` without injection): it holds a TCP listener or a bound
-/// UDP socket with SO_REUSEPORT, on `port` when given.
-pub fn serves(worker: Pid, port: Option<u16>) -> bool {
-    listeners_of(worker).iter().any(|copy| {
-        port.is_none_or(|port| {
-            SockRef::from(copy)
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .is_some_and(|a| a.port() == port)
-        })
-    })
 }

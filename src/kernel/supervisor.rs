@@ -231,12 +231,11 @@ impl Supervisor {
             self.watches.iter().any(|w| w.worker() == *pid)
                 || self.held.iter().any(|h| h.worker() == *pid)
         };
-        for &worker in starting.iter().filter(|pid| !seen(pid)) {
-            if adopt::serves(worker, self.inject_port) {
-                listening.push(worker);
-            } else {
-                again = true;
-            }
+        let unseen: Vec<Pid> = starting.iter().copied().filter(|p| !seen(p)).collect();
+        if !unseen.is_empty() {
+            let serving = adopt::serving(&unseen, self.inject_port);
+            again |= serving.len() < unseen.len();
+            listening.extend(serving);
         }
         (listening, again)
     }

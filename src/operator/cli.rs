@@ -68,8 +68,8 @@ pub struct Args {
 
     /// What makes a worker ready: READY=1, a listening socket, an HTTP answer, or auto
     ///
-    /// `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN state, seen without
-    /// connecting), `http:PATH` (GET PATH over a connection steered to that very worker answers
+    /// `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN state or a bound UDP
+    /// socket, seen without connecting), `http:PATH` (GET PATH over a connection steered to that very worker answers
     /// 2xx; retried every 100 ms; needs steering), `auto` (READY=1 when the server speaks
     /// sd_notify, else listen)
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
