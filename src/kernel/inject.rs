@@ -359,12 +359,13 @@ impl BindWatch {
         &self.drained_ports
     }
 
-    /// The launcher's copies of the worker's serving sockets, TCP listeners and bound UDP sockets
-    /// (none before it serves).
+    /// The launcher's copies of the worker's serving sockets, TCP listeners and bound UDP sockets,
+    /// whether or not `is_listening` has looked yet: a worker made ready by READY=1 right after its
+    /// bind may never be probed for listening, and its UDP sockets must still be steered to.
     pub fn listeners(&self) -> Vec<BorrowedFd<'_>> {
         self.sockets
             .iter()
-            .filter(|s| is_listening(s) || (self.listening && is_bound_udp(s)))
+            .filter(|s| is_serving(s))
             .map(|s| s.as_fd())
             .collect()
     }
@@ -500,4 +501,44 @@ fn thread_group_of(tid: i32) -> Option<i32> {
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, UdpSocket};
+
+    /// A watch of this process holding copies of `sockets`, as bind notifications would leave them.
+    fn watch_holding(sockets: Vec<OwnedFd>) -> BindWatch {
+        let placeholder = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let mut watch = BindWatch::new(placeholder, Pid::this(), None);
+        watch.sockets = sockets;
+        watch
+    }
+
+    #[test]
+    fn a_bound_udp_socket_is_a_listener_before_listening_was_probed() {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let unbound =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        let watch = watch_holding(vec![OwnedFd::from(udp), OwnedFd::from(unbound)]);
+        // READY=1 came before the event loop probed the worker for listening: `is_listening` was never
+        // called, and steering must still find the UDP socket.
+        assert_eq!(watch.listeners().len(), 1);
+    }
+
+    #[test]
+    fn a_tcp_listener_is_a_listener_and_a_udp_plus_tcp_server_serves_once_it_listens() {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        tcp.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        let mut watch = watch_holding(vec![OwnedFd::from(udp), OwnedFd::from(tcp)]);
+        assert!(!watch.is_listening(), "its TCP port still refuses");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        watch.sockets.push(OwnedFd::from(listener));
+        assert!(watch.is_listening());
+        assert_eq!(watch.listeners().len(), 2);
+    }
 }

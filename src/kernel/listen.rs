@@ -1,10 +1,11 @@
-//! Launcher-bound listening sockets (`--listen`), handed to each worker with the systemd
-//! socket-activation protocol: fds 3, 4, ... in `--listen` order, LISTEN_FDS, LISTEN_PID (the worker's
-//! own pid, written between fork and exec), LISTEN_FDNAMES, and PORT when there is one address.
+//! Launcher-bound sockets (`--listen`): TCP listeners and bound UDP sockets (`udp:ADDR`, systemd's
+//! ListenDatagram=), handed to each worker with the systemd socket-activation protocol: fds 3, 4, ...
+//! in `--listen` order, LISTEN_FDS, LISTEN_PID (the worker's own pid, written between fork and exec),
+//! LISTEN_FDNAMES, and PORT when there is one address.
 //! Every worker gets sockets of its own (one per address, all in the port's SO_REUSEPORT group), so
 //! one worker's listener can be taken out of the group without touching the others'. The launcher keeps
-//! its copies only while the worker lives and only to drain it; it never keeps a port open for a worker
-//! that is gone.
+//! its copies only while the worker lives, to steer it and to drain it; it never keeps a port open for
+//! a worker that is gone.
 
 use std::collections::HashSet;
 use std::io;
@@ -46,27 +47,74 @@ pub fn fd_names(count: usize) -> String {
         .join(":")
 }
 
-/// A listening socket on `address`: SO_REUSEADDR + SO_REUSEPORT, dual-stack for IPv6, close-on-exec.
-pub fn open(address: SocketAddr) -> io::Result<Socket> {
+/// One `--listen` socket: its address, and whether it is a UDP socket (`udp:ADDR`) or a TCP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddress {
+    pub address: SocketAddr,
+    /// UDP (SOCK_DGRAM, bound, systemd's ListenDatagram=) rather than TCP (ListenStream=).
+    pub datagram: bool,
+}
+
+impl ListenAddress {
+    pub fn tcp(address: SocketAddr) -> ListenAddress {
+        ListenAddress {
+            address,
+            datagram: false,
+        }
+    }
+
+    pub fn udp(address: SocketAddr) -> ListenAddress {
+        ListenAddress {
+            address,
+            datagram: true,
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    /// As `--listen` takes it: `127.0.0.1:8080`, `udp:127.0.0.1:8053`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.datagram {
+            write!(f, "udp:")?;
+        }
+        write!(f, "{}", self.address)
+    }
+}
+
+/// An unbound socket for `address`: SO_REUSEADDR + SO_REUSEPORT, dual-stack for IPv6, close-on-exec.
+fn new_socket(address: ListenAddress) -> io::Result<Socket> {
+    let (kind, protocol) = if address.datagram {
+        (Type::DGRAM, Protocol::UDP)
+    } else {
+        (Type::STREAM, Protocol::TCP)
+    };
     let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM.cloexec(),
-        Some(Protocol::TCP),
+        Domain::for_address(address.address),
+        kind.cloexec(),
+        Some(protocol),
     )?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    if address.is_ipv6() {
+    if address.address.is_ipv6() {
         // [::]:PORT serves IPv4 too, whatever net.ipv6.bindv6only says (what systemd does by default).
         socket.set_only_v6(false)?;
     }
-    socket.bind(&address.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket)
+}
+
+/// A serving socket on `address`: a TCP listener, or a bound UDP socket.
+pub fn open(address: ListenAddress) -> io::Result<Socket> {
+    let socket = new_socket(address)?;
+    socket.bind(&address.address.into())?;
+    if !address.datagram {
+        socket.listen(LISTEN_BACKLOG)?;
+    }
     Ok(socket)
 }
 
 /// New listening sockets for one worker, one per address, each moved to an fd at or above
 /// `3 + addresses.len()` so that none sits where the child puts the sockets (fds 3..3+n).
-pub fn open_for_worker(addresses: &[SocketAddr]) -> io::Result<Vec<OwnedFd>> {
+pub fn open_for_worker(addresses: &[ListenAddress]) -> io::Result<Vec<OwnedFd>> {
     let lowest = LISTEN_FDS_START + addresses.len() as RawFd;
     addresses
         .iter()
@@ -99,23 +147,12 @@ pub fn reserve_target_fds(count: usize) -> io::Result<Vec<OwnedFd>> {
 }
 
 /// Checks once at start, before any worker runs, that every address can be bound: binds (without
-/// listening, so nobody's connections are disturbed) and closes a socket per address. The error names
-/// the address and, for a port already held without SO_REUSEPORT, the process holding it.
-pub fn check_available(addresses: &[SocketAddr]) -> Result<(), String> {
+/// listening, so nobody's connections are disturbed; a UDP socket is closed before any datagram could
+/// be read) and closes a socket per address. The error names the address and, for a port already held
+/// without SO_REUSEPORT, the process holding it.
+pub fn check_available(addresses: &[ListenAddress]) -> Result<(), String> {
     for &address in addresses {
-        let probe = Socket::new(
-            Domain::for_address(address),
-            Type::STREAM.cloexec(),
-            Some(Protocol::TCP),
-        )
-        .and_then(|s| {
-            s.set_reuse_address(true)?;
-            s.set_reuse_port(true)?;
-            if address.is_ipv6() {
-                s.set_only_v6(false)?;
-            }
-            s.bind(&address.into())
-        });
+        let probe = new_socket(address).and_then(|s| s.bind(&address.address.into()));
         if let Err(e) = probe {
             return Err(explain(address, e).to_string());
         }
@@ -124,40 +161,46 @@ pub fn check_available(addresses: &[SocketAddr]) -> Result<(), String> {
 }
 
 /// Turns a bind error into one that names the address, the holder of the port and what to do.
-fn explain(address: SocketAddr, error: io::Error) -> io::Error {
+fn explain(listen: ListenAddress, error: io::Error) -> io::Error {
+    let address = listen.address;
     let message = match error.raw_os_error() {
         Some(libc::EADDRINUSE) => {
-            let holder = match find_holder(address.port()) {
+            let holder = match find_holder(address.port(), listen.datagram) {
                 Some((pid, command)) => format!("pid {pid} ({command})"),
                 None => "another process (not visible from here)".into(),
             };
             format!(
-                "unable to listen on {address}: the port is held by {holder}, which did not set \
+                "unable to listen on {listen}: the port is held by {holder}, which did not set \
                  SO_REUSEPORT (or runs as another user); stop it, or make it set SO_REUSEPORT"
             )
         }
         Some(libc::EACCES) => format!(
-            "unable to listen on {address}: {error}; ports below 1024 need root or CAP_NET_BIND_SERVICE \
+            "unable to listen on {listen}: {error}; ports below 1024 need root or CAP_NET_BIND_SERVICE \
              (or a lower net.ipv4.ip_unprivileged_port_start)"
         ),
         Some(libc::EADDRNOTAVAIL) => format!(
-            "unable to listen on {address}: {error}; the address is not one of this host's \
+            "unable to listen on {listen}: {error}; the address is not one of this host's \
              (see `ip addr`)"
         ),
         Some(libc::EAFNOSUPPORT) => format!(
-            "unable to listen on {address}: {error}; IPv6 is disabled here, use 0.0.0.0:{} instead",
+            "unable to listen on {listen}: {error}; IPv6 is disabled here, use 0.0.0.0:{} instead",
             address.port()
         ),
-        _ => format!("unable to listen on {address}: {error}"),
+        _ => format!("unable to listen on {listen}: {error}"),
     };
     io::Error::new(error.kind(), message)
 }
 
-/// The pid and command line of a process holding a TCP socket in LISTEN state on `port`: the socket's
-/// inode from sock_diag, then the process whose fd table has it. None when it cannot be seen (another
-/// network namespace, or a process we may not inspect).
-pub fn find_holder(port: u16) -> Option<(i32, String)> {
-    let inodes: HashSet<u64> = sock_diag::tcp_sockets(sock_diag::LISTEN)
+/// The pid and command line of a process holding a TCP socket in LISTEN state (`datagram`: a bound
+/// UDP socket) on `port`: the socket's inode from sock_diag, then the process whose fd table has it.
+/// None when it cannot be seen (another network namespace, or a process we may not inspect).
+pub fn find_holder(port: u16, datagram: bool) -> Option<(i32, String)> {
+    let sockets = if datagram {
+        sock_diag::udp_sockets(sock_diag::UNCONNECTED)
+    } else {
+        sock_diag::tcp_sockets(sock_diag::LISTEN)
+    };
+    let inodes: HashSet<u64> = sockets
         .ok()?
         .into_iter()
         .filter(|s| s.local_port == port)
@@ -323,8 +366,8 @@ fn format_pid(mut pid: u32, out: &mut [u8; LISTEN_PID_PLACEHOLDER.len()]) -> usi
     length
 }
 
-/// The launcher's copies of one worker's sockets: for readiness (the worker has them from exec on)
-/// and to drain it by its listeners. Dropped (closed) when the worker exits.
+/// The launcher's copies of one worker's sockets: for readiness (the worker has them from exec on),
+/// to steer to it, and to drain it by its listeners. Dropped (closed) when the worker exits.
 pub struct Held {
     worker: Pid,
     spawned_at: Instant,
@@ -361,10 +404,18 @@ impl Held {
         Some(matches!(exited, Ok(nix::sys::wait::WaitStatus::StillAlive)))
     }
 
-    /// Takes the worker's sockets out of the port's group: shutdown() on a listener stops it for the
-    /// worker's fd too (the same socket), and with net.ipv4.tcp_migrate_req=1 its queued connections
-    /// move to the other listeners. False when the launcher holds none any more.
+    /// Takes the worker's TCP listeners out of the port's group: shutdown() on a listener stops it for
+    /// the worker's fd too (the same socket), and with net.ipv4.tcp_migrate_req=1 its queued
+    /// connections move to the other listeners. The copies of its UDP sockets are only let go of:
+    /// shutdown(2) does not take a UDP socket out of its group, and a copy kept would hold the socket
+    /// in the group, receiving, after the worker has exited. False when the launcher holds no
+    /// listener any more.
     pub fn close_listeners(&mut self) -> bool {
+        self.sockets.retain(|s| {
+            SockRef::from(s)
+                .r#type()
+                .is_ok_and(|t| t != socket2::Type::DGRAM)
+        });
         if self.sockets.is_empty() {
             return false;
         }
@@ -416,6 +467,30 @@ mod tests {
     }
 
     #[test]
+    fn a_udp_address_gets_a_bound_reuseport_udp_socket() {
+        let first = open(ListenAddress::udp("127.0.0.1:0".parse().unwrap())).unwrap();
+        let address = first.local_addr().unwrap().as_socket().unwrap();
+        assert_eq!(first.r#type().unwrap(), Type::DGRAM);
+        assert!(first.reuse_port().unwrap());
+        // A second one joins the group, as every worker's does.
+        let second = open(ListenAddress::udp(address)).unwrap();
+        assert_eq!(second.local_addr().unwrap().as_socket(), Some(address));
+        assert_eq!(
+            ListenAddress::udp(address).to_string(),
+            format!("udp:{address}")
+        );
+    }
+
+    #[test]
+    fn held_udp_port_is_named_too() {
+        let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = holder.local_addr().unwrap();
+        let err = check_available(&[ListenAddress::udp(address)]).unwrap_err();
+        assert!(err.contains(&format!("udp:{address}")), "{err}");
+        assert!(err.contains("SO_REUSEPORT"), "{err}");
+    }
+
+    #[test]
     fn fd_names_follow_listen_order() {
         assert_eq!(fd_names(1), "listen0");
         assert_eq!(fd_names(3), "listen0:listen1:listen2");
@@ -425,7 +500,7 @@ mod tests {
     fn held_port_is_named_with_its_holder() {
         let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = holder.local_addr().unwrap();
-        let err = check_available(&[address]).unwrap_err();
+        let err = check_available(&[ListenAddress::tcp(address)]).unwrap_err();
         assert!(err.contains(&address.to_string()), "{err}");
         // The holder is this very process, which find_holder skips; it must still say what to do.
         assert!(err.contains("SO_REUSEPORT"), "{err}");

@@ -1,18 +1,22 @@
 //! The workers' notify socket: a unix datagram socket in a private directory, handed to every worker as
 //! NOTIFY_SOCKET. It receives sd_notify messages with the sender's kernel-checked credentials
-//! (SO_PASSCRED), so the event loop can attribute each message to exactly one worker. This module parses
+//! (SO_PASSCRED), so the event loop can attribute each message to exactly one worker; with
+//! --user/--group its directory and socket are shared with the workers' group. This module parses
 //! the protocol; it never decides what a message means for a worker.
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use log::warn;
 use nix::sys::socket::{
     self, recvmsg, setsockopt, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
     SockType, UnixAddr,
 };
 use nix::unistd::Pid;
 
+use super::worker_spec::RunAs;
 use crate::launcher::NotifyMessage;
 
 /// Largest message accepted, the same bound systemd uses for its notify socket (PIPE_BUF).
@@ -24,6 +28,11 @@ const LONGEST_SUFFIX: usize = 48;
 /// Datagrams handled per wake-up before the loop looks at signals and timers again; a flood cannot
 /// starve the rest of the loop.
 const MAX_DATAGRAMS_PER_DRAIN: usize = 256;
+/// Mode of the notify socket's directory with --user/--group: the workers' group may enter it (to reach
+/// the socket) but not rename or remove anything in it.
+const NOTIFY_DIR_MODE_RUN_AS: u32 = 0o710;
+/// Mode of the notify socket with --user/--group: the workers' group may send to it.
+const NOTIFY_SOCKET_MODE_RUN_AS: u32 = 0o660;
 
 /// A datagram, or the reason it was dropped.
 #[derive(Debug)]
@@ -165,6 +174,49 @@ pub fn parse(bytes: &[u8]) -> Result<NotifyMessage, String> {
 
 fn truncate(line: &str) -> String {
     line.chars().take(40).collect()
+}
+
+/// With --user/--group: lets the workers' group reach the notify socket (directory 0710, socket 0660,
+/// both group-owned by that group) without letting them replace it, and warns when a directory above
+/// it keeps the workers out (their READY=1 would then be lost).
+pub fn share_with(socket: &Path, run_as: &RunAs) -> Result<(), String> {
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    for (path, mode) in [
+        (dir, NOTIFY_DIR_MODE_RUN_AS),
+        (socket, NOTIFY_SOCKET_MODE_RUN_AS),
+    ] {
+        nix::unistd::chown(path, None, Some(run_as.gid))
+            .map_err(io::Error::from)
+            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
+            .map_err(|e| {
+                format!(
+                    "unable to give the workers' group ({}) access to the notify socket {}: {e}",
+                    run_as.shown,
+                    path.display()
+                )
+            })?;
+    }
+    let uid = run_as.uid.unwrap_or_else(nix::unistd::geteuid).as_raw();
+    let gid = run_as.gid.as_raw();
+    let blocked = dir.ancestors().skip(1).find(|a| {
+        std::fs::metadata(a).is_ok_and(|m| {
+            let mode = m.mode();
+            !(mode & 0o001 != 0
+                || (m.uid() == uid && mode & 0o100 != 0)
+                || (m.gid() == gid && mode & 0o010 != 0))
+        })
+    });
+    if let Some(blocked) = blocked {
+        warn!(
+            "workers running with {} cannot reach NOTIFY_SOCKET {}: {} is not searchable for them; \
+             their READY=1 will be lost (use --ready listen, or a runtime directory they can enter, \
+             e.g. RuntimeDirectory= with RuntimeDirectoryMode=0755)",
+            run_as.shown,
+            socket.display(),
+            blocked.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! TCP sockets of the launcher's network namespace, filtered by state in the kernel, through
+//! TCP and UDP sockets of the launcher's network namespace, filtered by state in the kernel, through
 //! NETLINK_SOCK_DIAG (inet_diag): a listener's accept queue and a drain's connection count cost one
 //! small dump, however many TIME-WAIT sockets a busy port has (reading /proc/net/tcp walks them all).
 //! Read-only; the callers decide what a row means.
@@ -30,6 +30,8 @@ const RECEIVE_BYTES: usize = 64 * 1024;
 pub const ESTABLISHED: u32 = 1 << 1;
 pub const CLOSE_WAIT: u32 = 1 << 8;
 pub const LISTEN: u32 = 1 << 10;
+/// The state of a UDP socket that is bound and not connected (TCP_CLOSE): a server's socket.
+pub const UNCONNECTED: u32 = 1 << 7;
 
 /// One socket of a dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +45,22 @@ pub struct Socket {
 
 /// Every IPv4 and IPv6 TCP socket of this network namespace in one of `states` (a mask of the consts).
 pub fn tcp_sockets(states: u32) -> io::Result<Vec<Socket>> {
-    let mut found = dump(libc::AF_INET as u8, states)?;
-    found.extend(dump(libc::AF_INET6 as u8, states)?);
+    sockets(libc::IPPROTO_TCP as u8, states)
+}
+
+/// Every bound IPv4 and IPv6 UDP socket of this network namespace in one of `states` (UNCONNECTED
+/// for servers' sockets; a UDP socket's state is TCP_CLOSE or, once connected, TCP_ESTABLISHED).
+pub fn udp_sockets(states: u32) -> io::Result<Vec<Socket>> {
+    sockets(libc::IPPROTO_UDP as u8, states)
+}
+
+fn sockets(protocol: u8, states: u32) -> io::Result<Vec<Socket>> {
+    let mut found = dump(libc::AF_INET as u8, protocol, states)?;
+    found.extend(dump(libc::AF_INET6 as u8, protocol, states)?);
     Ok(found)
 }
 
-fn dump(family: u8, states: u32) -> io::Result<Vec<Socket>> {
+fn dump(family: u8, protocol: u8, states: u32) -> io::Result<Vec<Socket>> {
     // SAFETY: socket(2) returns a new fd or -1; we own what it returns.
     let fd = unsafe {
         libc::socket(
@@ -62,7 +74,7 @@ fn dump(family: u8, states: u32) -> io::Result<Vec<Socket>> {
     }
     // SAFETY: a fresh fd owned by nobody else.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let request = encode_request(family, states);
+    let request = encode_request(family, protocol, states);
     // SAFETY: send(2) reads `request.len()` bytes of the valid buffer; the kernel is the default peer of
     // an unbound netlink socket.
     let sent = unsafe {
@@ -101,14 +113,14 @@ fn dump(family: u8, states: u32) -> io::Result<Vec<Socket>> {
     }
 }
 
-fn encode_request(family: u8, states: u32) -> Vec<u8> {
+fn encode_request(family: u8, protocol: u8, states: u32) -> Vec<u8> {
     let length = (NLMSG_HEADER_BYTES + REQUEST_BYTES) as u32;
     let mut out = Vec::with_capacity(length as usize);
     out.extend_from_slice(&length.to_ne_bytes());
     out.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     out.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     out.extend_from_slice(&[0; 8]); // sequence number and port id: the kernel's defaults
-    out.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    out.extend_from_slice(&[family, protocol, 0, 0]);
     out.extend_from_slice(&states.to_ne_bytes());
     out.resize(length as usize, 0); // inet_diag_sockid all zero: every socket
     out
@@ -177,5 +189,24 @@ mod tests {
         let open = tcp_sockets(ESTABLISHED).unwrap();
         assert!(open.iter().filter(|s| s.local_port == port).count() >= 3);
         assert!(open.iter().all(|s| s.state == 1));
+    }
+
+    #[test]
+    fn a_bound_udp_socket_is_seen() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd()))
+            .unwrap()
+            .ino();
+        let bound = udp_sockets(UNCONNECTED).unwrap();
+        let mine = bound
+            .iter()
+            .find(|s| s.local_port == port)
+            .expect("the UDP socket is in the dump");
+        assert_eq!(mine.inode, inode);
+        assert!(tcp_sockets(LISTEN)
+            .unwrap()
+            .iter()
+            .all(|s| s.inode != inode));
     }
 }

@@ -6,10 +6,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use std::os::unix::process::CommandExt;
@@ -28,8 +25,9 @@ use socket2::SockRef;
 use super::adopt;
 use super::connections;
 use super::inject::{self, BindWatch};
-use super::listen::{self, Held};
+use super::listen::{self, Held, ListenAddress};
 use super::node_ipc;
+use super::notify_socket;
 use super::orphans;
 use super::probes::{HealthKind, Probes};
 use super::steering::queue;
@@ -57,12 +55,6 @@ const LAUNCHER_ONLY_ENV: &[&str] = &[
     "MAINPID",
 ];
 
-/// Mode of the notify socket's directory with --user/--group: the workers' group may enter it (to reach
-/// the socket) but not rename or remove anything in it.
-const NOTIFY_DIR_MODE_RUN_AS: u32 = 0o710;
-/// Mode of the notify socket with --user/--group: the workers' group may send to it.
-const NOTIFY_SOCKET_MODE_RUN_AS: u32 = 0o660;
-
 /// `--health ipc`: the message a cluster master sends a worker, answered `healthy`.
 const HEALTHCHECK_MESSAGE: &str = "healthcheck";
 
@@ -77,7 +69,7 @@ pub struct Supervisor {
     /// The bind notifications of every live worker that has injection.
     watches: Vec<BindWatch>,
     /// `--listen` addresses, bound anew for every worker.
-    listen: Vec<SocketAddr>,
+    listen: Vec<ListenAddress>,
     /// LISTEN_FDNAMES for them.
     fd_names: String,
     /// /dev/null placeholders on the free fds below 3 + listen.len(); see listen::reserve_target_fds.
@@ -92,8 +84,8 @@ pub struct Supervisor {
     stop_message: Option<String>,
     /// The IPC channels of live workers.
     ipc: Vec<node_ipc::Channel>,
-    /// Copies of the listeners of workers whose binds the launcher did not see (`--no-inject`), taken
-    /// when they are first steered to.
+    /// Copies of the listeners and UDP sockets of workers whose binds the launcher did not see
+    /// (`--no-inject`), taken when they are first steered to.
     adopted: Vec<(Pid, Vec<OwnedFd>)>,
     /// With steering: the reuseport eBPF program of every group the workers listen in.
     router: Option<Router>,
@@ -118,7 +110,7 @@ impl Supervisor {
             })?
         };
         if let Some(run_as) = &config.run_as {
-            share_notify_socket(&notify_socket, run_as)?;
+            notify_socket::share_with(&notify_socket, run_as)?;
         }
         Ok(Supervisor {
             program: config.program.clone(),
@@ -234,6 +226,17 @@ impl Supervisor {
                 again = true;
             }
         }
+        // Workers whose binds the launcher does not see (--no-inject): their sockets, from /proc.
+        let seen = |pid: &Pid| {
+            self.watches.iter().any(|w| w.worker() == *pid)
+                || self.held.iter().any(|h| h.worker() == *pid)
+        };
+        let unseen: Vec<Pid> = starting.iter().copied().filter(|p| !seen(p)).collect();
+        if !unseen.is_empty() {
+            let serving = adopt::serving(&unseen, self.inject_port);
+            again |= serving.len() < unseen.len();
+            listening.extend(serving);
+        }
         (listening, again)
     }
 
@@ -277,7 +280,7 @@ impl Supervisor {
                 .env(listen::ENV_LISTEN_PID, listen::LISTEN_PID_PLACEHOLDER)
                 .env(listen::ENV_LISTEN_FDNAMES, &self.fd_names);
             if let [only] = self.listen[..] {
-                command.env(listen::ENV_PORT, only.port().to_string());
+                command.env(listen::ENV_PORT, only.address.port().to_string());
             }
         }
         if let Some(user) = self.run_as.as_ref().and_then(|r| r.user.as_ref()) {
@@ -653,47 +656,4 @@ fn reap_children() -> Vec<(Pid, ExitReason)> {
             }
         }
     }
-}
-
-/// With --user/--group: lets the workers' group reach the notify socket (directory 0710, socket 0660,
-/// both group-owned by that group) without letting them replace it, and warns when a directory above
-/// it keeps the workers out (their READY=1 would then be lost).
-fn share_notify_socket(socket: &Path, run_as: &RunAs) -> Result<(), String> {
-    let dir = socket.parent().unwrap_or(Path::new("/"));
-    for (path, mode) in [
-        (dir, NOTIFY_DIR_MODE_RUN_AS),
-        (socket, NOTIFY_SOCKET_MODE_RUN_AS),
-    ] {
-        nix::unistd::chown(path, None, Some(run_as.gid))
-            .map_err(io::Error::from)
-            .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
-            .map_err(|e| {
-                format!(
-                    "unable to give the workers' group ({}) access to the notify socket {}: {e}",
-                    run_as.shown,
-                    path.display()
-                )
-            })?;
-    }
-    let uid = run_as.uid.unwrap_or_else(nix::unistd::geteuid).as_raw();
-    let gid = run_as.gid.as_raw();
-    let blocked = dir.ancestors().skip(1).find(|a| {
-        std::fs::metadata(a).is_ok_and(|m| {
-            let mode = m.mode();
-            !(mode & 0o001 != 0
-                || (m.uid() == uid && mode & 0o100 != 0)
-                || (m.gid() == gid && mode & 0o010 != 0))
-        })
-    });
-    if let Some(blocked) = blocked {
-        warn!(
-            "workers running with {} cannot reach NOTIFY_SOCKET {}: {} is not searchable for them; \
-             their READY=1 will be lost (use --ready listen, or a runtime directory they can enter, \
-             e.g. RuntimeDirectory= with RuntimeDirectoryMode=0755)",
-            run_as.shown,
-            socket.display(),
-            blocked.display()
-        );
-    }
-    Ok(())
 }

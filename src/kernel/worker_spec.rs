@@ -3,10 +3,11 @@
 //! before the first fork (the child only makes raw syscalls with it).
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use nix::unistd::{Gid, Uid, User};
+
+use super::listen::ListenAddress;
 
 /// Everything about a worker that is the same for every worker of every generation.
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ pub struct WorkerSpec {
     /// Limit injection (and listen readiness) to this port.
     pub inject_port: Option<u16>,
     /// `--listen` addresses, bound anew for every worker; empty: the worker binds.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddress>,
     /// Whom workers run as; None: the launcher's own user.
     pub run_as: Option<RunAs>,
     /// Give workers a Node IPC channel (NODE_CHANNEL_FD).

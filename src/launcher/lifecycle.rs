@@ -42,7 +42,7 @@ pub struct Worker {
     pub last_watchdog: Option<Instant>,
     /// The worker has sent at least one notify message.
     pub spoke_notify: bool,
-    /// The worker was seen with a TCP socket in LISTEN state.
+    /// The worker was seen with a TCP socket in LISTEN state (or a bound UDP socket).
     pub listening: bool,
     /// `--ready http`: when its next probe starts; None while one is under way or none is due.
     pub probe_at: Option<Instant>,

@@ -55,7 +55,7 @@ impl Launcher {
         }
     }
 
-    /// The worker `pid` was seen with a TCP socket in LISTEN state.
+    /// The worker `pid` was seen with a TCP socket in LISTEN state (or a bound UDP socket).
     pub fn on_listening(&mut self, processes: &mut impl Processes, pid: Pid, now: Instant) {
         let Some(worker) = self.workers.iter_mut().find(|w| w.pid == pid) else {
             return;

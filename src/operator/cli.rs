@@ -15,6 +15,7 @@ use super::rollout_flags::RolloutArgs;
 pub use super::steer_flags::SteerArg;
 use super::steer_flags::{parse_flow_idle, DEFAULT_HANDOVER_GRACE_MS, MAX_HANDOVER_GRACE_MS};
 use super::{addresses, help_text, run_as, suggest};
+use crate::kernel::listen::ListenAddress;
 use crate::kernel::probes::HealthKind;
 
 use crate::kernel::worker_spec::{RunAs, WorkerSpec};
@@ -67,8 +68,8 @@ pub struct Args {
 
     /// What makes a worker ready: READY=1, a listening socket, an HTTP answer, or auto
     ///
-    /// `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN state, seen without
-    /// connecting), `http:PATH` (GET PATH over a connection steered to that very worker answers
+    /// `notify` (READY=1 on $NOTIFY_SOCKET), `listen` (a TCP socket in LISTEN state or a bound UDP
+    /// socket, seen without connecting), `http:PATH` (GET PATH over a connection steered to that very worker answers
     /// 2xx; retried every 100 ms; needs steering), `auto` (READY=1 when the server speaks
     /// sd_notify, else listen)
     #[arg(long, value_name = "MODE", default_value = "auto", value_parser = parse_ready)]
@@ -86,14 +87,16 @@ pub struct Args {
     /// Do not set SO_REUSEPORT on the workers' sockets for them (the server sets it itself)
     ///
     /// Injection installs a seccomp filter; when the launcher is not root that needs no_new_privs, which
-    /// makes file capabilities (setcap) of PROGRAM ineffective
+    /// makes file capabilities (setcap) of PROGRAM ineffective. The workers' SO_REUSEPORT sockets (TCP
+    /// listeners, bound UDP sockets) are then found in /proc, for `--ready listen` and steering
     #[arg(long)]
     pub no_inject: bool,
 
     /// Bind this address for every worker and pass it as systemd socket activation does. Repeatable
     ///
     /// The sockets are fds 3, 4, ... (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES; PORT when only one).
-    /// `8080` means [::]:8080 (IPv6 and IPv4); also `127.0.0.1:8080`, `[::1]:8080`. No injection then
+    /// `8080` means [::]:8080 (IPv6 and IPv4); also `127.0.0.1:8080`, `[::1]:8080`. A UDP socket
+    /// (systemd's ListenDatagram=): `udp:8053`, `udp:127.0.0.1:8053`, `udp:[::1]:8053`. No injection then
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
 
@@ -280,7 +283,7 @@ pub struct Config {
     /// Log level chosen by -v/-q (RUST_LOG still wins).
     pub log_level: log::LevelFilter,
     /// Addresses the launcher binds for every worker (`--listen`), in order; empty: the worker binds.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddress>,
     /// The user and group workers run as (`--user`/`--group`); None: the launcher's own.
     pub run_as: Option<RunAs>,
     /// Workers get a Node IPC channel.
@@ -394,10 +397,9 @@ impl Config {
         // drain them, without injection; injection is then not needed and stays off.
         let inject = !args.no_inject && listen.is_empty();
         let sees_listeners = inject || !listen.is_empty();
+        // Listen readiness sees the binds (injection), holds the sockets (--listen), or, with
+        // --no-inject, looks for the worker's SO_REUSEPORT sockets in /proc (kernel/adopt.rs).
         let ready = match (&args.ready, sees_listeners) {
-            (ReadyArg::Listen, false) => return Err(bad(
-                "--ready listen needs injection (it watches the worker's binds) or --listen; drop --no-inject",
-            )),
             (ReadyArg::Http(_), false) => return Err(bad(
                 "--ready http needs injection or --listen (the probe connects to the listener the launcher holds a copy of); drop --no-inject",
             )),
@@ -405,9 +407,9 @@ impl Config {
                 "--ready http needs steering (a probe cannot choose its worker otherwise: the kernel would hand it to any worker of the port); drop --steer off",
             )),
             (ReadyArg::Http(_), true) => ReadyMode::Http,
-            (ReadyArg::Auto, false) | (ReadyArg::Notify, _) => ReadyMode::Notify,
-            (ReadyArg::Listen, true) => ReadyMode::Listen,
-            (ReadyArg::Auto, true) => ReadyMode::Auto,
+            (ReadyArg::Notify, _) => ReadyMode::Notify,
+            (ReadyArg::Listen, _) => ReadyMode::Listen,
+            (ReadyArg::Auto, _) => ReadyMode::Auto,
         };
         let drain = match (args.drain, sees_listeners) {
             (DrainArg::Listener, false) => {

@@ -214,13 +214,20 @@ impl Router {
         self.scan_due.is_some_and(|due| due <= Instant::now())
     }
 
-    /// Warns once about every process that listens on a steered port without being a worker of this
-    /// launcher (`is_ours` says which pids are; `known`: inodes of the workers' listeners): it gets no
-    /// connection while steering is on.
+    /// Warns once about every process that listens on a steered port (or has a UDP socket on a
+    /// steered UDP port) without being a worker of this launcher (`is_ours` says which pids are;
+    /// `known`: inodes of the workers' sockets): it gets no connection (datagram) while steering is on.
     pub fn look_for_strangers(&mut self, known: &HashSet<u64>, is_ours: impl Fn(Pid) -> bool) {
         self.scan_due = Some(Instant::now() + STRANGER_SCAN_INTERVAL);
-        let ports: Vec<u16> = self.groups.keys().map(|k| k.address.port()).collect();
-        for stranger in strangers::find(&ports, known, is_ours) {
+        let ports = |datagram: bool| -> Vec<u16> {
+            self.groups
+                .keys()
+                .filter(|k| k.datagram == datagram)
+                .map(|k| k.address.port())
+                .collect()
+        };
+        let (tcp_ports, udp_ports) = (ports(false), ports(true));
+        for stranger in strangers::find(&tcp_ports, &udp_ports, known, is_ours) {
             if self.warned.insert(stranger.pid) {
                 warn!("{}", describe(&stranger));
             }
@@ -248,6 +255,13 @@ fn describe(stranger: &Stranger) -> String {
         ),
         None => format!("pid {} ({})", stranger.pid, stranger.command),
     };
+    if stranger.datagram {
+        return format!(
+            "{who} also has a UDP socket on port {} with SO_REUSEPORT; it gets no datagram while this \
+             launcher steers the port (stop it, or give it a port of its own)",
+            stranger.port
+        );
+    }
     format!(
         "{who} also listens on port {} with SO_REUSEPORT; it gets no new connection while this \
          launcher steers the port (stop it, or give it a port of its own)",
