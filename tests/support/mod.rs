@@ -46,6 +46,16 @@ pub fn loadgen() -> &'static str {
     fixture("loadgen")
 }
 
+/// The legacy UDP echo server of scripts/bench-udp (examples/udp-echo-server.rs), built on first use.
+pub fn udp_echo_server() -> &'static str {
+    fixture("udp-echo-server")
+}
+
+/// The closed-loop UDP load generator of scripts/bench-udp (examples/udpgen.rs), built on first use.
+pub fn udpgen() -> &'static str {
+    fixture("udpgen")
+}
+
 /// The fixtures are cargo examples, so that `cargo install` installs only the launcher. `cargo test`
 /// builds examples, `cargo test --test NAME` does not: the first call runs `cargo build --examples` with
 /// this test binary's profile and target directory (a no-op when they are up to date), once per process.
