@@ -112,11 +112,18 @@ struct Sender {
 }
 
 impl Sender {
+    /// A client socket connected to the server. One that the kernel happened to bind to the server's
+    /// own address and port (free when the server is gone and its port lies in the ephemeral range)
+    /// would receive its own datagrams as answers: it is replaced by another.
     fn new_socket(&self) -> io::Result<Socket> {
-        let socket = Socket::new(self.domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
-        socket.connect(&self.server)?;
-        self.totals.sockets.fetch_add(1, Ordering::Relaxed);
-        Ok(socket)
+        loop {
+            let socket = Socket::new(self.domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+            socket.connect(&self.server)?;
+            if socket.local_addr()?.as_socket() != self.server.as_socket() {
+                self.totals.sockets.fetch_add(1, Ordering::Relaxed);
+                return Ok(socket);
+            }
+        }
     }
 
     /// Sends the next datagram on `slot`, on a new socket when `fresh` or when the socket has had its
