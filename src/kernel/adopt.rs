@@ -30,25 +30,56 @@ pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
 }
 
 /// Which of `workers` serve (for `--ready listen` without injection): they hold a TCP listener or a
-/// bound UDP socket with SO_REUSEPORT, on `port` when given. One dump of the kernel's sockets for all.
+/// bound UDP socket with SO_REUSEPORT, on `port` when given — and a worker whose only such sockets
+/// are UDP ones does not serve while it holds a TCP socket bound to one of their ports that does not
+/// listen yet (a DNS server binds UDP and TCP on 53: its TCP port must not refuse once the old
+/// generation is stopped; with injection, inject.rs waits the same way). One dump of the kernel's
+/// sockets for all workers.
 pub fn serving(workers: &[Pid], port: Option<u16>) -> Vec<Pid> {
     let Ok(serving) = serving_inodes() else {
         return Vec::new();
     };
-    let on_port = |copy: &OwnedFd| {
-        port.is_none_or(|port| {
-            SockRef::from(copy)
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .is_some_and(|a| a.port() == port)
-        })
-    };
     workers
         .iter()
         .copied()
-        .filter(|&worker| copies(worker, &serving).iter().any(on_port))
+        .filter(|&worker| {
+            let ports: Vec<(u16, bool)> = copies(worker, &serving)
+                .iter()
+                .filter_map(|copy| Some((local_port(copy)?, is_listener(copy))))
+                .filter(|&(p, _)| port.is_none_or(|port| p == port))
+                .collect();
+            if ports.iter().any(|&(_, listens)| listens) {
+                return true;
+            }
+            let udp_ports: Vec<u16> = ports.iter().map(|&(p, _)| p).collect();
+            !udp_ports.is_empty() && !binds_tcp_not_yet_listening(worker, &serving, &udp_ports)
+        })
         .collect()
+}
+
+/// Whether `worker` holds a TCP socket bound to one of `ports` that neither listens nor is connected
+/// (its fds outside `serving` copied and looked at: a starting worker has few).
+fn binds_tcp_not_yet_listening(worker: Pid, serving: &HashSet<u64>, ports: &[u16]) -> bool {
+    socket_fds::socket_fds(worker)
+        .into_iter()
+        .filter(|(_, inode)| !serving.contains(inode))
+        .filter_map(|(fd, _)| pidfd::copy_fd(worker.as_raw(), fd).ok())
+        .any(|copy| {
+            let socket = SockRef::from(&copy);
+            socket.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
+                && !is_listener(&copy)
+                && socket.peer_addr().is_err()
+                && local_port(&copy).is_some_and(|p| ports.contains(&p))
+        })
+}
+
+fn local_port(socket: &OwnedFd) -> Option<u16> {
+    let address = SockRef::from(socket).local_addr().ok()?.as_socket()?;
+    Some(address.port()).filter(|&p| p != 0)
+}
+
+fn is_listener(socket: &OwnedFd) -> bool {
+    getsockopt(socket, sockopt::AcceptConn).unwrap_or(false)
 }
 
 /// The inodes of this network namespace's TCP listeners and bound, unconnected UDP sockets.
