@@ -14,37 +14,17 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::launcher::reload_and_wait;
-use support::udp::{query, write_server};
+use support::udp::{reloads_under_query_load, write_server, QueryLoad};
 use support::unchanged::python3;
 use support::*;
 
 const WORKERS: usize = 2;
 const RELOADS: u32 = 10;
-/// Query loops running at once: enough to keep a queue on each python worker, little enough for
-/// 2 cores shared with the pythons and the launcher.
-const CLIENTS: usize = 3;
-/// A query counts lost if no answer came within this: a local python answers in well under 1 ms.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bounds the run whatever happens: at most this many queries per client.
-const MAX_QUERIES_PER_CLIENT: u64 = 200_000;
 const START_DEADLINE: Duration = Duration::from_secs(20);
-const RELOAD_DEADLINE: Duration = Duration::from_secs(20);
 
-struct Run {
-    sent: u64,
-    lost: Vec<String>,
-    /// Pids that answered, with their generation.
-    answered_by: Vec<(u32, i32)>,
-    /// Every worker pid of every generation, as the launcher listed them.
-    pids: Vec<(u32, Vec<i32>)>,
-}
-
-fn run(test: &str, steer: &str) -> Run {
+fn run(test: &str, steer: &str) -> QueryLoad {
     let dir = TempDir::new(test);
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -66,59 +46,13 @@ fn run(test: &str, steer: &str) -> Run {
     ];
     let launcher = Launcher::spawn_serving(&dir, &args, START_DEADLINE);
     assert!(launcher.wait_for_workers(WORKERS, 1, Duration::from_secs(5)));
-    let mut pids = vec![(1, launcher.workers_of(1))];
-    let stop = AtomicBool::new(false);
-    let sent = AtomicU64::new(0);
-    let lost = Mutex::new(Vec::new());
-    let answered_by = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
-            s.spawn(|| {
-                let mut mine = Vec::new();
-                for n in 0..MAX_QUERIES_PER_CLIENT {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    match query(addr, format!("q{n}").as_bytes(), QUERY_TIMEOUT) {
-                        Ok(who) => {
-                            if !mine.contains(&who) {
-                                mine.push(who);
-                            }
-                        }
-                        Err(e) => lost.lock().unwrap().push(e),
-                    }
-                }
-                answered_by.lock().unwrap().extend(mine);
-            });
-        }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            assert!(
-                wait_until(Duration::from_secs(10), || sent.load(Ordering::Relaxed)
-                    > 100),
-                "the clients sent nothing"
-            );
-            for generation in 2..=RELOADS + 1 {
-                reload_and_wait(&launcher, WORKERS, generation, RELOAD_DEADLINE, || {});
-                pids.push((generation, launcher.workers_of(generation)));
-            }
-        }));
-        stop.store(true, Ordering::SeqCst);
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
-    });
+    let load = reloads_under_query_load(&launcher, WORKERS, addr, RELOADS);
     let failures = launcher.log_lines("unable to");
     assert!(
         failures.is_empty(),
         "the launcher could not steer: {failures:?}"
     );
-    Run {
-        sent: sent.into_inner(),
-        lost: lost.into_inner().unwrap(),
-        answered_by: answered_by.into_inner().unwrap(),
-        pids,
-    }
+    load
 }
 
 #[test]
@@ -139,25 +73,7 @@ fn udp_queries_survive_reloads_with_steering() {
         steered.sent,
         &steered.lost[..steered.lost.len().min(5)]
     );
-    // Every generation's pids are new, and each answered.
-    let mut all: Vec<i32> = steered.pids.iter().flat_map(|(_, p)| p.clone()).collect();
-    all.sort_unstable();
-    all.dedup();
-    assert_eq!(
-        all.len(),
-        WORKERS * (RELOADS as usize + 1),
-        "pids reused: {:?}",
-        steered.pids
-    );
-    for (generation, pids) in &steered.pids {
-        assert!(
-            steered
-                .answered_by
-                .iter()
-                .any(|(g, p)| g == generation && pids.contains(p)),
-            "no query was answered by generation {generation} ({pids:?})"
-        );
-    }
+    steered.assert_every_generation_new_and_answering("--steer on", WORKERS);
 
     let started = Instant::now();
     let unsteered = run("udp_nosteer", "off");

@@ -18,25 +18,16 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::launcher::reload_and_wait;
-use support::udp::query;
+use support::udp::reloads_under_query_load;
 use support::unchanged::python3;
 use support::*;
 
 const WORKERS: usize = 2;
 const RELOADS: u32 = 3;
-/// Query loops at once: a queue on each python worker, little enough for 2 shared cores.
-const CLIENTS: usize = 3;
-/// A query counts lost if no answer came within this: a local python answers in well under 1 ms.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bounds the run whatever happens: at most this many queries per client.
-const MAX_QUERIES_PER_CLIENT: u64 = 100_000;
 const START_DEADLINE: Duration = Duration::from_secs(20);
-const RELOAD_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The tests share 2 cores with the python workers: one run at a time keeps the load comparable.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -104,51 +95,11 @@ fn reloads_without_a_lost_query(test: &str, flags: &[&str], mode: &str, notify: 
     }
     let launcher = Launcher::spawn_serving(&dir, &args, START_DEADLINE);
     assert!(launcher.wait_for_workers(WORKERS, 1, Duration::from_secs(5)));
-    let mut pids = vec![(1, launcher.workers_of(1))];
-    let stop = AtomicBool::new(false);
-    let sent = AtomicU64::new(0);
-    let lost = Mutex::new(Vec::new());
-    let answered_by = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..CLIENTS {
-            s.spawn(|| {
-                let mut mine = Vec::new();
-                for n in 0..MAX_QUERIES_PER_CLIENT {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    match query(addr, format!("q{n}").as_bytes(), QUERY_TIMEOUT) {
-                        Ok(who) if !mine.contains(&who) => mine.push(who),
-                        Ok(_) => {}
-                        Err(e) => lost.lock().unwrap().push(e),
-                    }
-                }
-                answered_by.lock().unwrap().extend(mine);
-            });
-        }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            assert!(
-                wait_until(Duration::from_secs(10), || sent.load(Ordering::Relaxed)
-                    > 100),
-                "the clients sent nothing"
-            );
-            for generation in 2..=RELOADS + 1 {
-                reload_and_wait(&launcher, WORKERS, generation, RELOAD_DEADLINE, || {});
-                pids.push((generation, launcher.workers_of(generation)));
-            }
-        }));
-        stop.store(true, Ordering::SeqCst);
-        if let Err(panic) = outcome {
-            std::panic::resume_unwind(panic);
-        }
-    });
-    let sent = sent.into_inner();
-    let lost = lost.into_inner().unwrap();
-    let answered_by = answered_by.into_inner().unwrap();
+    let load = reloads_under_query_load(&launcher, WORKERS, addr, RELOADS);
     eprintln!(
-        "{test}: {sent} queries over {RELOADS} reloads, {} lost, in {:?}",
-        lost.len(),
+        "{test}: {} queries over {RELOADS} reloads, {} lost, in {:?}",
+        load.sent,
+        load.lost.len(),
         started.elapsed()
     );
     for needle in ["unable to", "no listening socket found"] {
@@ -159,27 +110,13 @@ fn reloads_without_a_lost_query(test: &str, flags: &[&str], mode: &str, notify: 
         );
     }
     assert!(
-        lost.is_empty(),
-        "{test}: {} of {sent} queries lost: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
+        load.lost.is_empty(),
+        "{test}: {} of {} queries lost: {:?}",
+        load.lost.len(),
+        load.sent,
+        &load.lost[..load.lost.len().min(5)]
     );
-    let mut all: Vec<i32> = pids.iter().flat_map(|(_, p)| p.clone()).collect();
-    all.sort_unstable();
-    all.dedup();
-    assert_eq!(
-        all.len(),
-        WORKERS * (RELOADS as usize + 1),
-        "{test}: pids reused: {pids:?}"
-    );
-    for (generation, pids) in &pids {
-        assert!(
-            answered_by
-                .iter()
-                .any(|(g, p)| g == generation && pids.contains(p)),
-            "{test}: no query was answered by generation {generation} ({pids:?})"
-        );
-    }
+    load.assert_every_generation_new_and_answering(test, WORKERS);
 }
 
 #[test]

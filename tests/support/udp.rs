@@ -1,13 +1,16 @@
 //! A legacy UDP server for tests (python, binds without SO_REUSEPORT, never sends READY=1, dies at
 //! SIGTERM) that answers each datagram with `gen-G-pid-P`, optionally with a TCP listener beside it
-//! answering the same; and a client that sends one query from a socket of its own (a fresh source
-//! port per query) and reads who answered.
+//! answering the same; a client that sends one query from a socket of its own (a fresh source port
+//! per query) and reads who answered; and that query load across a launcher's reloads.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use super::TempDir;
+use super::launcher::reload_and_wait;
+use super::{wait_until, Launcher, TempDir};
 
 /// The server: `python3 udp-server.py PORT [tcp]`. With `tcp` it also listens on TCP PORT (after the
 /// UDP bind, as a DNS server does) and answers every connection with the same tag.
@@ -69,4 +72,105 @@ pub fn query(server: SocketAddr, payload: &[u8], timeout: Duration) -> Result<(u
         .recv_from(&mut buffer)
         .map_err(|e| format!("no answer within {timeout:?}: {e}"))?;
     parse_tag(&buffer[..n])
+}
+
+/// Query loops running at once: enough to keep a queue on each python worker, little enough for 2
+/// cores shared with the pythons and the launcher.
+const LOAD_CLIENTS: usize = 3;
+/// A query counts lost if no answer came within this: a local python answers in well under 1 ms.
+const LOAD_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bounds the run whatever happens: at most this many queries per client.
+const MAX_QUERIES_PER_CLIENT: u64 = 200_000;
+/// One reload under load, the new generation ready and the old one gone.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// What UDP query load saw across a launcher's reloads.
+pub struct QueryLoad {
+    pub sent: u64,
+    /// Why each query that got no answer failed.
+    pub lost: Vec<String>,
+    /// (generation, pid) of every worker that answered.
+    pub answered_by: Vec<(u32, i32)>,
+    /// Every worker pid of every generation, generation 1 first, as the launcher listed them.
+    pub pids: Vec<(u32, Vec<i32>)>,
+}
+
+/// Reloads `launcher` (serving generation 1 with `workers` workers) `reloads` times while a few
+/// loops query `addr`, each query from a fresh client port and never retried. The loops stop once the
+/// reloads are done, and also when one of them fails, whose panic then goes on from here.
+pub fn reloads_under_query_load(
+    launcher: &Launcher,
+    workers: usize,
+    addr: SocketAddr,
+    reloads: u32,
+) -> QueryLoad {
+    let mut pids = vec![(1, launcher.workers_of(1))];
+    let stop = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let lost = Mutex::new(Vec::new());
+    let answered_by = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..LOAD_CLIENTS {
+            s.spawn(|| {
+                let mut mine = Vec::new();
+                for n in 0..MAX_QUERIES_PER_CLIENT {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match query(addr, format!("q{n}").as_bytes(), LOAD_QUERY_TIMEOUT) {
+                        Ok(who) if !mine.contains(&who) => mine.push(who),
+                        Ok(_) => {}
+                        Err(e) => lost.lock().unwrap().push(e),
+                    }
+                }
+                answered_by.lock().unwrap().extend(mine);
+            });
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(
+                wait_until(Duration::from_secs(10), || sent.load(Ordering::Relaxed)
+                    > 100),
+                "the clients sent nothing"
+            );
+            for generation in 2..=reloads + 1 {
+                reload_and_wait(launcher, workers, generation, RELOAD_DEADLINE, || {});
+                pids.push((generation, launcher.workers_of(generation)));
+            }
+        }));
+        stop.store(true, Ordering::SeqCst);
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    });
+    QueryLoad {
+        sent: sent.into_inner(),
+        lost: lost.into_inner().unwrap(),
+        answered_by: answered_by.into_inner().unwrap(),
+        pids,
+    }
+}
+
+impl QueryLoad {
+    /// Every generation's pids are new (none reused across generations), and each generation
+    /// answered at least one query. `what` names the run in the messages.
+    pub fn assert_every_generation_new_and_answering(&self, what: &str, workers: usize) {
+        let mut all: Vec<i32> = self.pids.iter().flat_map(|(_, p)| p.clone()).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            workers * self.pids.len(),
+            "{what}: pids reused: {:?}",
+            self.pids
+        );
+        for (generation, pids) in &self.pids {
+            assert!(
+                self.answered_by
+                    .iter()
+                    .any(|(g, p)| g == generation && pids.contains(p)),
+                "{what}: no query was answered by generation {generation} ({pids:?})"
+            );
+        }
+    }
 }
