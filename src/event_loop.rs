@@ -199,6 +199,7 @@ pub fn run(config: &Config) -> Result<Outcome, String> {
         for (pid, reason) in io.supervisor.reap() {
             launcher.on_exit(&mut io.supervisor, pid, reason, now);
         }
+        io.supervisor.release_exited();
         for received in io.notify.drain() {
             deliver(&mut launcher, &mut io, received, now);
         }

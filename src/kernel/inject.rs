@@ -252,6 +252,11 @@ impl BindWatch {
         }
     }
 
+    /// The launcher's copies of the worker's sockets, for the caller to close when it sees fit.
+    pub fn into_sockets(self) -> Vec<OwnedFd> {
+        self.sockets
+    }
+
     pub fn worker(&self) -> Pid {
         self.worker
     }

@@ -87,6 +87,10 @@ pub struct Supervisor {
     /// Copies of the listeners and UDP sockets of workers whose binds the launcher did not see
     /// (`--no-inject`), taken when they are first steered to.
     adopted: Vec<(Pid, Vec<OwnedFd>)>,
+    /// The copies of the sockets of workers reaped by the last `reap`, kept open until
+    /// `release_exited`: closing the last copy of a listener has the kernel migrate its queue by the
+    /// steering map, which must first have been updated for the exit (e.g. a roll-back).
+    exited_copies: Vec<Vec<OwnedFd>>,
     /// With steering: the reuseport eBPF program of every group the workers listen in.
     router: Option<Router>,
     /// `--ready http`: the probes under way.
@@ -128,6 +132,7 @@ impl Supervisor {
             stop_message: config.stop_message.clone(),
             ipc: Vec::new(),
             adopted: Vec::new(),
+            exited_copies: Vec::new(),
             router: None,
             probes: Probes::default(),
         })
@@ -337,17 +342,41 @@ impl Supervisor {
         reap_children();
     }
 
+    /// The workers that exited since the last call. Their socket copies leave the steering view at
+    /// once but stay open until `release_exited`, called once the launcher has acted on the exits.
     pub fn reap(&mut self) -> Vec<(Pid, ExitReason)> {
         let exited = reap_children();
         let gone = |worker: Pid| exited.iter().any(|(pid, _)| *pid == worker);
-        self.watches.retain(|w| !gone(w.worker()));
-        self.held.retain(|h| !gone(h.worker()));
+        let (watches, kept) = std::mem::take(&mut self.watches)
+            .into_iter()
+            .partition(|w| gone(w.worker()));
+        self.watches = kept;
+        let (held, kept) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|h| gone(h.worker()));
+        self.held = kept;
+        let (adopted, kept) = std::mem::take(&mut self.adopted)
+            .into_iter()
+            .partition(|(pid, _)| gone(*pid));
+        self.adopted = kept;
+        self.exited_copies.extend(
+            watches
+                .into_iter()
+                .map(BindWatch::into_sockets)
+                .chain(held.into_iter().map(Held::into_sockets))
+                .chain(adopted.into_iter().map(|(_, copies)| copies)),
+        );
         self.ipc.retain(|c| !gone(c.worker()));
-        self.adopted.retain(|(pid, _)| !gone(*pid));
         for (pid, _) in &exited {
             self.probes.forget(*pid, self.router.as_mut());
         }
         exited
+    }
+
+    /// Closes the socket copies of the workers the last `reap` returned: call it after the launcher
+    /// handled their exits and steering follows it.
+    pub fn release_exited(&mut self) {
+        self.exited_copies.clear();
     }
 }
 
