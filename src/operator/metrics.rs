@@ -244,6 +244,8 @@ impl Metrics {
     /// The exposition text in `format`, with the gauges read from `snapshot`.
     pub fn render(&self, snapshot: &Snapshot, format: Format) -> String {
         self.generation.set(i64::from(snapshot.active));
+        // `scale` can remove slots: only the current ones are reported.
+        self.slot_generation.clear();
         for (slot, &generation) in snapshot.slots.iter().enumerate() {
             self.slot_generation
                 .get_or_create(&SlotLabel { slot: slot as u32 })
@@ -417,6 +419,13 @@ mod tests {
             );
         }
         assert!(!text.contains("# EOF") && !text.contains("# UNIT"));
+        // Scaled down to one slot: the slots that are gone leave /metrics.
+        let fewer = metrics.render(&snapshot(2, &["ready"]), Format::PrometheusText);
+        assert!(fewer.contains("reuseport_launch_slot_generation{slot=\"0\"} 2"));
+        assert!(
+            !fewer.contains("reuseport_launch_slot_generation{slot=\"2\"}"),
+            "{fewer}"
+        );
         let open = metrics.render(&snapshot(2, &["ready"]), Format::OpenMetrics);
         assert!(open.contains("# TYPE reuseport_launch_reloads counter\n"));
         assert!(open.ends_with("# EOF\n"));
