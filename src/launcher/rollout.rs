@@ -114,14 +114,11 @@ impl Launcher {
         }
         let size = rollout.surge.min(rollout.pending.len());
         let whole = rollout.surge >= self.policy.workers;
-        let alive = self.workers.len();
-        if !whole && alive + size > self.policy.workers + rollout.surge {
+        if let Some((alive, most)) = self.surge_exceeded_by(size) {
             debug!(
-                "reload to generation {}: next batch waits for room ({alive} workers alive, at most {} \
-                 with --max-surge {})",
-                rollout.generation,
-                self.policy.workers + rollout.surge,
-                rollout.surge
+                "reload to generation {}: next batch waits for room ({alive} workers alive, at most \
+                 {most} with --max-surge {})",
+                rollout.generation, rollout.surge
             );
             return;
         }
@@ -149,21 +146,26 @@ impl Launcher {
     /// Err when a batched reload is under way and one more worker would take the live workers past
     /// `workers + surge`: a replacement (health.rs, memory.rs) then waits, and its check tries again.
     pub(super) fn room_for_one_more(&self) -> Result<(), String> {
-        let Some(rollout) = self
-            .rollout
-            .as_ref()
-            .filter(|r| r.surge < self.policy.workers)
+        let (Some(rollout), Some((alive, most))) = (&self.rollout, self.surge_exceeded_by(1))
         else {
             return Ok(());
         };
-        let (alive, most) = (self.workers.len(), self.policy.workers + rollout.surge);
-        if alive < most {
-            return Ok(());
-        }
         Err(format!(
-            "no room for a replacement while the reload to generation {} runs: {alive} workers alive,              at most {most} with --max-surge {}",
+            "no room for a replacement while the reload to generation {} runs: {alive} workers \
+             alive, at most {most} with --max-surge {}",
             rollout.generation, rollout.surge
         ))
+    }
+
+    /// In a batched reload (surge below `--workers`), whether `extra` more workers would take the
+    /// live ones (draining ones included) past `workers + surge`: then Some((alive, most)).
+    fn surge_exceeded_by(&self, extra: usize) -> Option<(usize, usize)> {
+        let rollout = self
+            .rollout
+            .as_ref()
+            .filter(|r| r.surge < self.policy.workers)?;
+        let (alive, most) = (self.workers.len(), self.policy.workers + rollout.surge);
+        (alive + extra > most).then_some((alive, most))
     }
 
     /// A worker of the reload's generation got ready: when that completes the batch, its slots switch
