@@ -5,7 +5,7 @@
 //! same search tells `--ready listen` when such a worker serves.
 
 use std::collections::HashSet;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use log::debug;
 use nix::sys::socket::{getsockopt, sockopt};
@@ -21,7 +21,13 @@ use super::socket_fds;
 /// no group to steer).
 pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
     match serving_inodes() {
-        Ok(serving) => copies(worker, &serving),
+        Ok(serving) => {
+            let fds = socket_fds::socket_fds(worker);
+            copies(
+                worker,
+                fds.into_iter().filter(|(_, inode)| serving.contains(inode)),
+            )
+        }
         Err(e) => {
             debug!("sock_diag: {e}; worker pid {worker}'s listeners cannot be found");
             Vec::new()
@@ -34,7 +40,7 @@ pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
 /// are UDP ones does not serve while it holds a TCP socket bound to one of their ports that does not
 /// listen yet (a DNS server binds UDP and TCP on 53: its TCP port must not refuse once the old
 /// generation is stopped; with injection, inject.rs waits the same way). One dump of the kernel's
-/// sockets for all workers.
+/// sockets for all workers, one walk of each worker's fds.
 pub fn serving(workers: &[Pid], port: Option<u16>) -> Vec<Pid> {
     let Ok(serving) = serving_inodes() else {
         return Vec::new();
@@ -42,27 +48,30 @@ pub fn serving(workers: &[Pid], port: Option<u16>) -> Vec<Pid> {
     workers
         .iter()
         .copied()
-        .filter(|&worker| {
-            let ports: Vec<(u16, bool)> = copies(worker, &serving)
-                .iter()
-                .filter_map(|copy| Some((local_port(copy)?, is_listener(copy))))
-                .filter(|&(p, _)| port.is_none_or(|port| p == port))
-                .collect();
-            if ports.iter().any(|&(_, listens)| listens) {
-                return true;
-            }
-            let udp_ports: Vec<u16> = ports.iter().map(|&(p, _)| p).collect();
-            !udp_ports.is_empty() && !binds_tcp_not_yet_listening(worker, &serving, &udp_ports)
-        })
+        .filter(|&worker| serves(worker, &serving, port))
         .collect()
 }
 
-/// Whether `worker` holds a TCP socket bound to one of `ports` that neither listens nor is connected
-/// (its fds outside `serving` copied and looked at: a starting worker has few).
-fn binds_tcp_not_yet_listening(worker: Pid, serving: &HashSet<u64>, ports: &[u16]) -> bool {
-    socket_fds::socket_fds(worker)
+fn serves(worker: Pid, serving: &HashSet<u64>, port: Option<u16>) -> bool {
+    let (in_group, others): (Vec<_>, Vec<_>) = socket_fds::socket_fds(worker)
         .into_iter()
-        .filter(|(_, inode)| !serving.contains(inode))
+        .partition(|(_, inode)| serving.contains(inode));
+    let on_port: Vec<(u16, bool)> = copies(worker, in_group)
+        .iter()
+        .filter_map(|copy| Some((local_port(copy)?, is_listener(copy))))
+        .filter(|&(p, _)| port.is_none_or(|port| p == port))
+        .collect();
+    if on_port.iter().any(|&(_, listens)| listens) {
+        return true;
+    }
+    let udp_ports: Vec<u16> = on_port.iter().map(|&(p, _)| p).collect();
+    !udp_ports.is_empty() && !binds_tcp_not_yet_listening(worker, others, &udp_ports)
+}
+
+/// Whether one of `worker`'s sockets `fds` (those outside the dumps: a starting worker has few) is a
+/// TCP socket bound to one of `ports` that neither listens nor is connected.
+fn binds_tcp_not_yet_listening(worker: Pid, fds: Vec<(RawFd, u64)>, ports: &[u16]) -> bool {
+    fds.into_iter()
         .filter_map(|(fd, _)| pidfd::copy_fd(worker.as_raw(), fd).ok())
         .any(|copy| {
             let socket = SockRef::from(&copy);
@@ -89,11 +98,9 @@ fn serving_inodes() -> std::io::Result<HashSet<u64>> {
     Ok(tcp.into_iter().chain(udp).map(|s| s.inode).collect())
 }
 
-/// Copies of `worker`'s sockets among `serving` that have SO_REUSEPORT.
-fn copies(worker: Pid, serving: &HashSet<u64>) -> Vec<OwnedFd> {
-    socket_fds::socket_fds(worker)
-        .into_iter()
-        .filter(|(_, inode)| serving.contains(inode))
+/// Copies of `worker`'s sockets `fds` that have SO_REUSEPORT.
+fn copies(worker: Pid, fds: impl IntoIterator<Item = (RawFd, u64)>) -> Vec<OwnedFd> {
+    fds.into_iter()
         .filter_map(|(fd, _)| match pidfd::copy_fd(worker.as_raw(), fd) {
             Ok(copy) => Some(copy),
             Err(e) => {

@@ -347,25 +347,15 @@ impl Supervisor {
     pub fn reap(&mut self) -> Vec<(Pid, ExitReason)> {
         let exited = reap_children();
         let gone = |worker: Pid| exited.iter().any(|(pid, _)| *pid == worker);
-        let (watches, kept) = std::mem::take(&mut self.watches)
-            .into_iter()
-            .partition(|w| gone(w.worker()));
-        self.watches = kept;
-        let (held, kept) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|h| gone(h.worker()));
-        self.held = kept;
-        let (adopted, kept) = std::mem::take(&mut self.adopted)
-            .into_iter()
-            .partition(|(pid, _)| gone(*pid));
-        self.adopted = kept;
-        self.exited_copies.extend(
-            watches
-                .into_iter()
-                .map(BindWatch::into_sockets)
-                .chain(held.into_iter().map(Held::into_sockets))
-                .chain(adopted.into_iter().map(|(_, copies)| copies)),
-        );
+        let watches = self.watches.extract_if(.., |w| gone(w.worker()));
+        let held = self.held.extract_if(.., |h| gone(h.worker()));
+        let adopted = self.adopted.extract_if(.., |(pid, _)| gone(*pid));
+        let copies: Vec<Vec<OwnedFd>> = watches
+            .map(BindWatch::into_sockets)
+            .chain(held.map(Held::into_sockets))
+            .chain(adopted.map(|(_, copies)| copies))
+            .collect();
+        self.exited_copies.extend(copies);
         self.ipc.retain(|c| !gone(c.worker()));
         for (pid, _) in &exited {
             self.probes.forget(*pid, self.router.as_mut());
