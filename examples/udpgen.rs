@@ -114,16 +114,22 @@ struct Sender {
 impl Sender {
     /// A client socket connected to the server. One that the kernel happened to bind to the server's
     /// own address and port (free when the server is gone and its port lies in the ephemeral range)
-    /// would receive its own datagrams as answers: it is replaced by another.
+    /// would receive its own datagrams as answers: it is kept open while the next one is made, so
+    /// that the kernel cannot hand out that port again, and then closed.
     fn new_socket(&self) -> io::Result<Socket> {
-        loop {
+        let connected = || -> io::Result<Socket> {
             let socket = Socket::new(self.domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
             socket.connect(&self.server)?;
-            if socket.local_addr()?.as_socket() != self.server.as_socket() {
-                self.totals.sockets.fetch_add(1, Ordering::Relaxed);
-                return Ok(socket);
-            }
-        }
+            Ok(socket)
+        };
+        let first = connected()?;
+        let socket = if first.local_addr()?.as_socket() == self.server.as_socket() {
+            connected()? // made while `first` still holds the server's port
+        } else {
+            first
+        };
+        self.totals.sockets.fetch_add(1, Ordering::Relaxed);
+        Ok(socket)
     }
 
     /// Sends the next datagram on `slot`, on a new socket when `fresh` or when the socket has had its
