@@ -122,10 +122,16 @@ fn no_inject_dns_style_server_serves_tcp_before_it_counts_ready() {
                 }
             }
         });
-        for generation in 2..=RELOADS + 1 {
-            reload_and_wait(&launcher, WORKERS, generation, RELOAD_DEADLINE, || {});
-        }
+        // A failed reload must stop the client loops too: its panic goes on after they ended.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for generation in 2..=RELOADS + 1 {
+                reload_and_wait(&launcher, WORKERS, generation, RELOAD_DEADLINE, || {});
+            }
+        }));
         stop.store(true, Ordering::SeqCst);
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     });
     let (connects, refused) = (connects.into_inner(), refused.into_inner());
     let (queries, lost) = (queries.into_inner(), lost.into_inner());
