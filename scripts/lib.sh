@@ -123,6 +123,27 @@ cleanup() {
 
 not_alive() { ! kill -0 "$1" 2>/dev/null; }
 
+# log_has FILE TEXT: FILE contains TEXT (false while FILE does not exist yet: a process just forked).
+log_has() { grep -qF -- "$2" "$1" 2>/dev/null; }
+
+# stop_pid PID WHAT: SIGTERM, then SIGKILL if PID is still alive after the script's STEP_TIMEOUT_S; reaps it.
+stop_pid() {
+    local pid=$1 what=$2
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_quiet "$STEP_TIMEOUT_S" not_alive "$pid"; then
+        log "$what (pid $pid) did not exit within ${STEP_TIMEOUT_S}s of SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# next_port: the next pass's port, BASE_PORT + the passes started so far, in PORT (the script sets
+# BASE_PORT and PASSES_STARTED=0); a pass on a port of its own never meets the last pass's TIME-WAIT.
+next_port() {
+    PORT=$((BASE_PORT + PASSES_STARTED))
+    PASSES_STARTED=$((PASSES_STARTED + 1))
+}
+
 # wait_quiet TIMEOUT_S COMMAND...: polls COMMAND until it succeeds (0) or TIMEOUT_S or the run's budget
 # passes (1).
 wait_quiet() {
