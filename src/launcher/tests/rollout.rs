@@ -14,6 +14,21 @@ fn batched(surge: usize) -> (Launcher, FakeProcesses, Instant) {
     })
 }
 
+/// 2 workers, steering on, one slot at a time, health checks every `interval` that replace a worker
+/// after `failures` failed ones.
+fn two_slots_one_at_a_time_with_health(interval: Duration, failures: u32) -> Policy {
+    Policy {
+        workers: 2,
+        max_surge: Some(1),
+        health: Some(HealthPolicy {
+            interval,
+            timeout: 2 * SEC,
+            failures,
+        }),
+        ..steering()
+    }
+}
+
 /// The pid of the live worker of `generation` in `slot`.
 fn in_slot(l: &Launcher, generation: u32, slot: usize) -> Pid {
     l.workers
@@ -304,16 +319,7 @@ fn with_probation_a_reload_always_replaces_the_whole_generation() {
 #[test]
 fn after_a_failed_batch_the_health_checks_cover_both_generations_of_the_mix() {
     let interval = 10 * SEC;
-    let (mut l, mut p, t0) = serving_with(Policy {
-        workers: 2,
-        max_surge: Some(1),
-        health: Some(HealthPolicy {
-            interval,
-            timeout: 2 * SEC,
-            failures: 3,
-        }),
-        ..steering()
-    });
+    let (mut l, mut p, t0) = serving_with(two_slots_one_at_a_time_with_health(interval, 3));
     let gen1 = pids_of(&p, 1);
     l.request_reload(&mut p, t0);
     let mut now = t0 + SEC;
@@ -337,15 +343,8 @@ fn after_a_failed_batch_the_health_checks_cover_both_generations_of_the_mix() {
 fn a_sick_worker_during_a_batched_reload_waits_for_room_instead_of_exceeding_workers_plus_surge() {
     let interval = 10 * SEC;
     let (mut l, mut p, t0) = serving_with(Policy {
-        workers: 2,
-        max_surge: Some(1),
-        health: Some(HealthPolicy {
-            interval,
-            timeout: 2 * SEC,
-            failures: 1,
-        }),
         ready_timeout: 60 * SEC,
-        ..steering()
+        ..two_slots_one_at_a_time_with_health(interval, 1)
     });
     let gen1 = pids_of(&p, 1);
     l.request_reload(&mut p, t0);
