@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# scripts/lib.sh — what scripts/test, scripts/demo and scripts/bench-reload share: messages, the toolchain,
-# missing Debian tools, the private network namespace, waits with deadlines and the cleanup of every
-# process a script started (by pid, TERM then KILL).
+# scripts/lib.sh — what scripts/test, scripts/demo and the bench scripts share: messages, the toolchain,
+# missing Debian tools, the private network namespace, waits with deadlines, stopping one process, a pass's
+# port, and the cleanup of every process a script started (by pid, TERM then KILL).
 #
 # Sourced, never run. Before sourcing, a script sets LOG_TAG (the prefix of its messages); scripts that
 # start processes also set CLIENT_PORT_RANGE, NETNS_MARK and KEEP_VAR (the name of the environment variable
@@ -57,7 +57,7 @@ build() {
 install_missing() {
     local -A package_of=([wrk]=wrk [ip]=iproute2 [ss]=iproute2 [sysctl]=procps [unshare]=util-linux
         [nsenter]=util-linux [nstat]=iproute2 [go]=golang-go [gcc]=gcc [file]=file [haproxy]=haproxy
-        [dnsmasq]=dnsmasq-base [dig]=bind9-dnsutils)
+        [dnsmasq]=dnsmasq-base [dig]=bind9-dnsutils [strace]=strace)
     local -a missing=()
     local cmd
     for cmd in "$@"; do
