@@ -10,11 +10,11 @@ use std::os::fd::{OwnedFd, RawFd};
 use log::debug;
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::unistd::Pid;
-use socket2::SockRef;
 
 use super::pidfd;
 use super::sock_diag::{self, LISTEN, UNCONNECTED};
 use super::socket_fds;
+use super::socket_state::{local_port, waits_to_listen};
 
 /// Copies of every listening TCP socket and every bound UDP socket with SO_REUSEPORT among `worker`'s
 /// file descriptors (a socket without it, e.g. an admin port or a DNS server's upstream socket, has
@@ -36,11 +36,11 @@ pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
 }
 
 /// Which of `workers` serve (for `--ready listen` without injection): they hold a TCP listener or a
-/// bound UDP socket with SO_REUSEPORT, on `port` when given — and a worker whose only such sockets
-/// are UDP ones does not serve while it holds a TCP socket bound to one of their ports that does not
-/// listen yet (a DNS server binds UDP and TCP on 53: its TCP port must not refuse once the old
-/// generation is stopped; with injection, inject.rs waits the same way). One dump of the kernel's
-/// sockets for all workers, one walk of each worker's fds.
+/// bound UDP socket with SO_REUSEPORT, on `port` when given, and no TCP socket bound to a port (that
+/// port, when given) that waits to listen — a server with two ports, with IPv4 and IPv6 sockets, or a
+/// DNS server with UDP and TCP on 53 must not refuse on one of them once the old generation is
+/// stopped; with injection, inject.rs waits the same way. One dump of the kernel's sockets for all
+/// workers, one walk of each worker's fds.
 pub fn serving(workers: &[Pid], port: Option<u16>) -> Vec<Pid> {
     let Ok(serving) = serving_inodes() else {
         return Vec::new();
@@ -53,42 +53,16 @@ pub fn serving(workers: &[Pid], port: Option<u16>) -> Vec<Pid> {
 }
 
 fn serves(worker: Pid, serving: &HashSet<u64>, port: Option<u16>) -> bool {
+    let on_port =
+        |copy: &OwnedFd| local_port(copy).is_some_and(|p| port.is_none_or(|port| p == port));
     let (in_group, others): (Vec<_>, Vec<_>) = socket_fds::socket_fds(worker)
         .into_iter()
         .partition(|(_, inode)| serving.contains(inode));
-    let on_port: Vec<(u16, bool)> = copies(worker, in_group)
-        .iter()
-        .filter_map(|copy| Some((local_port(copy)?, is_listener(copy))))
-        .filter(|&(p, _)| port.is_none_or(|port| p == port))
-        .collect();
-    if on_port.iter().any(|&(_, listens)| listens) {
-        return true;
-    }
-    let udp_ports: Vec<u16> = on_port.iter().map(|&(p, _)| p).collect();
-    !udp_ports.is_empty() && !binds_tcp_not_yet_listening(worker, others, &udp_ports)
-}
-
-/// Whether one of `worker`'s sockets `fds` (those outside the dumps: a starting worker has few) is a
-/// TCP socket bound to one of `ports` that neither listens nor is connected.
-fn binds_tcp_not_yet_listening(worker: Pid, fds: Vec<(RawFd, u64)>, ports: &[u16]) -> bool {
-    fds.into_iter()
-        .filter_map(|(fd, _)| pidfd::copy_fd(worker.as_raw(), fd).ok())
-        .any(|copy| {
-            let socket = SockRef::from(&copy);
-            socket.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
-                && !is_listener(&copy)
-                && socket.peer_addr().is_err()
-                && local_port(&copy).is_some_and(|p| ports.contains(&p))
-        })
-}
-
-fn local_port(socket: &OwnedFd) -> Option<u16> {
-    let address = SockRef::from(socket).local_addr().ok()?.as_socket()?;
-    Some(address.port()).filter(|&p| p != 0)
-}
-
-fn is_listener(socket: &OwnedFd) -> bool {
-    getsockopt(socket, sockopt::AcceptConn).unwrap_or(false)
+    copies(worker, in_group).iter().any(on_port)
+        && !others
+            .into_iter()
+            .filter_map(|(fd, _)| pidfd::copy_fd(worker.as_raw(), fd).ok())
+            .any(|copy| waits_to_listen(&copy) && on_port(&copy))
 }
 
 /// The inodes of this network namespace's TCP listeners and bound, unconnected UDP sockets.

@@ -4,8 +4,9 @@
 //! reads the address (process_vm_readv), takes a copy of the socket (pidfd_getfd), sets SO_REUSEPORT on
 //! it and lets the real bind run (SECCOMP_USER_NOTIF_FLAG_CONTINUE). Every error fails open: the bind
 //! runs unchanged and the reason is logged. Copies of the worker's TCP and UDP sockets are kept until
-//! it serves (that is the `listen` readiness signal: a TCP socket listens, or a UDP socket is bound;
-//! a listen backlog below 1024 is then raised to 1024), then only those that serve, and never after
+//! it serves (that is the `listen` readiness signal: a TCP socket listens or a UDP socket is bound,
+//! and no other TCP socket it bound to a port waits to listen; a listen backlog below 1024 is then
+//! raised to 1024), then only those that serve, and never after
 //! the worker is gone.
 
 use std::io::{self, IoSliceMut};
@@ -21,6 +22,8 @@ use nix::sys::socket::{
 use nix::unistd::Pid;
 
 use super::pidfd;
+use super::socket_fds;
+use super::socket_state::{self, is_listening, is_serving, waits_to_listen};
 use super::steering::queue;
 
 /// The architecture whose syscall numbers the filter checks; other ABIs (i386, x32) bind unchanged.
@@ -308,11 +311,11 @@ impl BindWatch {
         self.sockets.clear();
     }
 
-    /// True once the worker serves on every protocol it bound on the port (among the sockets it
-    /// bound): a TCP socket in LISTEN state if it bound TCP sockets, a bound UDP socket if it bound UDP
-    /// ones. From then on only the serving copies are kept.
+    /// True once the worker serves on every socket it bound to a port: each TCP socket listens (or
+    /// was closed or connected by the worker), each UDP socket is bound. From then on only the
+    /// serving copies are kept.
     pub fn is_listening(&mut self) -> bool {
-        if !self.listening && serves(&self.sockets) {
+        if !self.listening && serves(self.worker, &self.sockets) {
             self.listening = true;
             self.sockets.retain(is_serving);
             for copy in self.sockets.iter().filter(|s| is_listening(s)) {
@@ -435,34 +438,24 @@ impl BindWatch {
     }
 }
 
-fn is_listening(socket: &OwnedFd) -> bool {
-    socket::getsockopt(socket, sockopt::AcceptConn).unwrap_or(false)
-}
-
-fn is_datagram(socket: &OwnedFd) -> bool {
-    socket::getsockopt(socket, sockopt::SockType).is_ok_and(|t| t == SockType::Datagram)
-}
-
-/// A UDP socket bound to a port: its copy was taken before the bind ran, so it may not be yet.
-fn is_bound_udp(socket: &OwnedFd) -> bool {
-    is_datagram(socket)
-        && socket2::SockRef::from(socket)
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_some_and(|a| a.port() != 0)
-}
-
-/// A socket that receives: a TCP listener or a bound UDP socket.
-fn is_serving(socket: &OwnedFd) -> bool {
-    is_listening(socket) || is_bound_udp(socket)
-}
-
-/// Whether a worker that bound `sockets` serves: some socket serves, and where it bound TCP sockets,
-/// one of them listens (a server binding UDP and TCP is not ready while its TCP port refuses).
-fn serves(sockets: &[OwnedFd]) -> bool {
-    let binds_tcp = sockets.iter().any(|s| !is_datagram(s));
-    sockets.iter().any(is_serving) && (!binds_tcp || sockets.iter().any(is_listening))
+/// Whether `worker`, which bound `sockets`, serves: some socket serves, and no TCP socket it bound to
+/// a port and still holds waits to listen — a server with two ports, with IPv4 and IPv6 sockets, or
+/// with UDP and TCP on one port is not ready while one of them refuses connections. (A socket the
+/// worker closed is held only by the launcher's copy; it is not waited for.)
+fn serves(worker: Pid, sockets: &[OwnedFd]) -> bool {
+    if !sockets.iter().any(is_serving) {
+        return false;
+    }
+    let waiting: Vec<u64> = sockets
+        .iter()
+        .filter(|s| waits_to_listen(s))
+        .filter_map(socket_state::inode)
+        .collect();
+    if waiting.is_empty() {
+        return true;
+    }
+    let held = socket_fds::socket_inodes(worker);
+    !waiting.iter().any(|inode| held.contains(inode))
 }
 
 impl AsFd for BindWatch {
@@ -533,17 +526,48 @@ mod tests {
     }
 
     #[test]
-    fn a_tcp_listener_is_a_listener_and_a_udp_plus_tcp_server_serves_once_it_listens() {
+    fn a_udp_plus_tcp_server_serves_once_its_tcp_socket_listens() {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();
+        let tcp = bound_tcp(port);
+        let mut watch = watch_holding(vec![OwnedFd::from(udp), tcp.try_clone().unwrap()]);
+        assert!(!watch.is_listening(), "its TCP port still refuses");
+        nix::sys::socket::listen(&tcp, nix::sys::socket::Backlog::new(8).unwrap()).unwrap();
+        assert!(watch.is_listening());
+        assert_eq!(watch.listeners().len(), 2);
+    }
+
+    #[test]
+    fn a_server_with_two_tcp_ports_serves_once_both_listen() {
+        let first = OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
+        let second = bound_tcp(0);
+        let mut watch = watch_holding(vec![first, second.try_clone().unwrap()]);
+        assert!(!watch.is_listening(), "its second port still refuses");
+        nix::sys::socket::listen(&second, nix::sys::socket::Backlog::new(8).unwrap()).unwrap();
+        assert!(watch.is_listening());
+        assert_eq!(
+            watch.listeners().len(),
+            2,
+            "both listeners are kept for steering"
+        );
+    }
+
+    #[test]
+    fn a_bound_tcp_socket_the_worker_closed_is_not_waited_for() {
+        let listener = OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
+        let copy = bound_tcp(0);
+        // Only the launcher's copy holds the bound socket: the worker (pid 1 here, which never had it)
+        // closed its own.
+        let mut watch = watch_holding(vec![listener, copy]);
+        watch.worker = Pid::from_raw(1);
+        assert!(watch.is_listening());
+    }
+
+    /// A TCP socket bound to 127.0.0.1:`port` (0: any free port), not listening.
+    fn bound_tcp(port: u16) -> OwnedFd {
         let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         tcp.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
             .unwrap();
-        let mut watch = watch_holding(vec![OwnedFd::from(udp), OwnedFd::from(tcp)]);
-        assert!(!watch.is_listening(), "its TCP port still refuses");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        watch.sockets.push(OwnedFd::from(listener));
-        assert!(watch.is_listening());
-        assert_eq!(watch.listeners().len(), 2);
+        OwnedFd::from(tcp)
     }
 }

@@ -20,6 +20,7 @@ pub mod process_tree;
 pub mod signals;
 pub mod sock_diag;
 pub mod socket_fds;
+pub mod socket_state;
 pub mod steering;
 pub mod supervisor;
 pub mod sysctl;

@@ -14,7 +14,7 @@ impl Launcher {
         self.kill_overdue(processes, now);
         if let Some(late) = self.workers.iter().find(|w| matches!(w.phase, WorkerPhase::Starting { ready_deadline } if ready_deadline <= now)).cloned() {
             let hint = match (self.policy.ready, late.listening) {
-                (ReadyMode::Listen, _) => "check that it listens on a TCP port, or raise --ready-timeout",
+                (ReadyMode::Listen, _) => "check that it listens on every TCP port it binds (one bound but never listening keeps it from counting ready) or binds a UDP port, or raise --ready-timeout",
                 (ReadyMode::Http, false) => "it never listened on a TCP port; check its bind, or raise --ready-timeout",
                 (ReadyMode::Http, true) => "it listens but its --ready http probe never answered 2xx (see its last probe above), or raise --ready-timeout",
                 (_, true) => {

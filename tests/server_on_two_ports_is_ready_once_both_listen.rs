@@ -1,0 +1,128 @@
+//! A server with two listening sockets (two ports here; IPv4 plus IPv6 sockets, as Python's asyncio
+//! makes them, are the same case) that listens on the second 400 ms after the first counts as ready
+//! only once both listen, and both are steered: under connection-per-request load on each port through
+//! reloads not one request fails, and every worker of the last generation answers on the second port.
+//! Once with injection (an unchanged server) and once with `--no-inject` (the server sets SO_REUSEPORT).
+
+mod support;
+
+use std::time::Duration;
+
+use support::launcher::reload_and_wait;
+use support::*;
+
+const WORKERS: usize = 2;
+const RELOADS: u32 = 3;
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Binds `port_a` and `port_b` on 127.0.0.1 (with SO_REUSEPORT when `--reuseport` comes first),
+/// listens on the first, sleeps 400 ms, listens on the second; answers each request with X-Pid /
+/// X-Generation and closes the connection; dies on SIGTERM.
+const SERVER_PY: &str = r#"
+import os, socket, sys, threading, time
+reuseport = sys.argv[1:2] == ["--reuseport"]
+ports = [int(p) for p in sys.argv[2 if reuseport else 1:]]
+gen = os.environ.get("REUSEPORT_LAUNCH_GENERATION", "0").encode()
+def bound(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if reuseport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind(("127.0.0.1", port))
+    return s
+def serve(listener):
+    while True:
+        c, _ = listener.accept()
+        try:
+            c.recv(4096)
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\nX-Pid: %d\r\nX-Generation: %s\r\n\r\nok\n"
+                      % (os.getpid(), gen))
+        except OSError:
+            pass
+        c.close()
+sockets = [bound(p) for p in ports]
+threads = []
+for i, s in enumerate(sockets):
+    if i:
+        time.sleep(0.4)
+    s.listen(128)
+    threads.append(threading.Thread(target=serve, args=(s,), daemon=True))
+    threads[-1].start()
+for t in threads:
+    t.join()
+"#;
+
+fn reloads_with_a_late_second_port(test: &str, no_inject: bool) {
+    private_netns(true);
+    let dir = TempDir::new(test);
+    let script = dir.join("server.py");
+    std::fs::write(&script, SERVER_PY).expect("write server.py");
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut args: Vec<String> = vec!["--workers".into(), WORKERS.to_string()];
+    if no_inject {
+        args.push("--no-inject".into());
+    }
+    args.extend(["--".into(), "python3".into(), script.display().to_string()]);
+    if no_inject {
+        args.push("--reuseport".into());
+    }
+    args.extend([port_a.to_string(), port_b.to_string()]);
+    let launcher = Launcher::spawn_serving(&dir, &args, DEADLINE);
+    let loads = [
+        Loadgen::start(
+            &dir,
+            "a",
+            &format!("127.0.0.1:{port_a}"),
+            Mode::Close,
+            2,
+            &[],
+        ),
+        Loadgen::start(
+            &dir,
+            "b",
+            &format!("127.0.0.1:{port_b}"),
+            Mode::Close,
+            2,
+            &[],
+        ),
+    ];
+    for load in &loads {
+        assert!(load.wait_for_traffic(Duration::from_secs(10)));
+    }
+    for generation in 2..=RELOADS + 1 {
+        reload_and_wait(&launcher, WORKERS, generation, DEADLINE, || {});
+    }
+    let last = launcher.workers_of(RELOADS + 1);
+    let [load_a, load_b] = loads;
+    let (first, second) = (load_a.stop(), load_b.stop());
+    for (name, report) in [("first", &first), ("second", &second)] {
+        eprintln!(
+            "{test}: {name} port: {} requests, {} failures, by generation {:?}",
+            report.requests,
+            report.failures,
+            report.by_generation()
+        );
+        assert_eq!(report.failures, 0, "{name} port: {}", report.raw);
+    }
+    let answered: Vec<i32> = last
+        .iter()
+        .copied()
+        .filter(|pid| second.by_pid.get(pid).is_some_and(|&(_, n)| n > 0))
+        .collect();
+    assert_eq!(
+        answered,
+        last,
+        "every worker of generation {} should answer on the second port: {}",
+        RELOADS + 1,
+        second.raw
+    );
+}
+
+#[test]
+fn unchanged_server_is_ready_once_its_second_port_listens() {
+    reloads_with_a_late_second_port("two_ports_injected", false);
+}
+
+#[test]
+fn no_inject_server_is_ready_once_its_second_port_listens() {
+    reloads_with_a_late_second_port("two_ports_no_inject", true);
+}
