@@ -12,6 +12,7 @@
 use std::io::{self, IoSliceMut};
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use nix::libc;
@@ -23,7 +24,7 @@ use nix::unistd::Pid;
 
 use super::pidfd;
 use super::socket_fds;
-use super::socket_state::{self, is_listening, is_serving, waits_to_listen};
+use super::socket_state::{self, is_listening, is_serving, local_port, waits_to_listen};
 use super::steering::queue;
 
 /// The architecture whose syscall numbers the filter checks; other ABIs (i386, x32) bind unchanged.
@@ -38,6 +39,9 @@ const MAX_BINDS_PER_DRAIN: usize = 64;
 /// The smallest listen backlog an injected listener keeps: the launcher's own `--listen` sockets use
 /// the same, and the kernel caps it at net.core.somaxconn.
 const MIN_LISTEN_BACKLOG: u32 = 1024;
+/// How long after the launcher let a bind run its socket may still be unbound: the worker's thread
+/// has to be scheduled to finish the call. A copy still unbound after that is a failed bind.
+const BIND_SETTLE: Duration = Duration::from_millis(50);
 
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
@@ -239,6 +243,8 @@ pub struct BindWatch {
     /// Copies of the worker's bound TCP and UDP sockets; once it serves, only the serving ones.
     sockets: Vec<OwnedFd>,
     listening: bool,
+    /// When the last copy was taken (its bind let run just after).
+    last_bind: Option<Instant>,
     /// Ports whose listeners were closed by `close_listeners`.
     drained_ports: Vec<u16>,
 }
@@ -251,6 +257,7 @@ impl BindWatch {
             port,
             sockets: Vec::new(),
             listening: false,
+            last_bind: None,
             drained_ports: Vec::new(),
         }
     }
@@ -315,7 +322,7 @@ impl BindWatch {
     /// was closed or connected by the worker), each UDP socket is bound. From then on only the
     /// serving copies are kept.
     pub fn is_listening(&mut self) -> bool {
-        if !self.listening && serves(self.worker, &self.sockets) {
+        if !self.listening && !self.bind_in_flight() && serves(self.worker, &self.sockets) {
             self.listening = true;
             self.sockets.retain(is_serving);
             for copy in self.sockets.iter().filter(|s| is_listening(s)) {
@@ -333,6 +340,13 @@ impl BindWatch {
             }
         }
         self.listening
+    }
+
+    /// Whether a bind let run moments ago may not have finished: its copy is still unbound (a UDP
+    /// server binding its IPv6 socket just after its IPv4 one serves on both, not on the first only).
+    fn bind_in_flight(&self) -> bool {
+        self.last_bind.is_some_and(|at| at.elapsed() < BIND_SETTLE)
+            && self.sockets.iter().any(|s| local_port(s).is_none())
     }
 
     /// Takes the worker's TCP listeners out of the port's group (shutdown on a listener: with
@@ -415,6 +429,7 @@ impl BindWatch {
             && !self.listening
         {
             self.sockets.push(copy);
+            self.last_bind = Some(Instant::now());
         }
         Ok(Some(port))
     }
@@ -560,6 +575,40 @@ mod tests {
         // closed its own.
         let mut watch = watch_holding(vec![listener, copy]);
         watch.worker = Pid::from_raw(1);
+        assert!(watch.is_listening());
+    }
+
+    #[test]
+    fn a_udp_server_whose_second_bind_is_still_running_serves_once_it_is_bound() {
+        let first = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let second = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .map(OwnedFd::from)
+            .unwrap();
+        let mut watch = watch_holding(vec![first, second.try_clone().unwrap()]);
+        watch.last_bind = Some(Instant::now());
+        assert!(
+            !watch.is_listening(),
+            "the second bind may still be running"
+        );
+        socket2::SockRef::from(&second)
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        assert!(watch.is_listening());
+        assert_eq!(
+            watch.listeners().len(),
+            2,
+            "both sockets are kept for steering"
+        );
+    }
+
+    #[test]
+    fn a_failed_bind_is_not_waited_for_once_it_settled() {
+        let first = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+        let failed = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .map(OwnedFd::from)
+            .unwrap();
+        let mut watch = watch_holding(vec![first, failed]);
+        watch.last_bind = Instant::now().checked_sub(BIND_SETTLE);
         assert!(watch.is_listening());
     }
 
