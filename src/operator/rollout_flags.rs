@@ -59,19 +59,25 @@ pub fn parse_max_surge(text: &str) -> Result<usize, String> {
     }
 }
 
-/// `--reload-signal`: `HUP`, `SIGUSR2`, `usr1` ...; signals the launcher uses for something else are
-/// refused, saying what they do.
+/// `--reload-signal`: `HUP`, `SIGUSR2`, `usr1`, `12` ...; signals the launcher uses for something else
+/// are refused, saying what they do.
 pub fn parse_reload_signal(text: &str) -> Result<Signal, String> {
     let upper = text.trim().to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
     let choose = "choose HUP, USR1 or USR2";
-    let signal = name.parse::<Signal>().map_err(|_| {
-        format!("no signal named {text:?} (see `kill -l`); {choose}, with or without SIG")
-    })?;
+    let signal = if let Ok(number) = upper.parse::<i32>() {
+        Signal::try_from(number).map_err(|_| {
+            format!("no signal number {number} (see `kill -l`); {choose}, by name or number")
+        })?
+    } else {
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        name.parse::<Signal>().map_err(|_| {
+            format!("no signal named {text:?} (see `kill -l`); {choose}, with or without SIG")
+        })?
+    };
     if RELOAD_SIGNALS.contains(&signal) {
         return Ok(signal);
     }
@@ -97,6 +103,17 @@ mod tests {
         assert_eq!(parse_reload_signal("usr2").unwrap(), Signal::SIGUSR2);
         assert_eq!(parse_reload_signal("SigUsr1").unwrap(), Signal::SIGUSR1);
         assert_eq!(parse_reload_signal(" SIGUSR2 ").unwrap(), Signal::SIGUSR2);
+        let usr2 = Signal::SIGUSR2 as i32;
+        assert_eq!(
+            parse_reload_signal(&usr2.to_string()).unwrap(),
+            Signal::SIGUSR2
+        );
+        assert!(parse_reload_signal("15")
+            .unwrap_err()
+            .contains("SIGTERM stops"));
+        assert!(parse_reload_signal("99")
+            .unwrap_err()
+            .contains("no signal number 99"));
     }
 
     #[test]
