@@ -529,12 +529,34 @@ mod tests {
         watch
     }
 
+    fn udp_bound() -> OwnedFd {
+        OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap())
+    }
+
+    fn unbound(kind: socket2::Type) -> OwnedFd {
+        OwnedFd::from(socket2::Socket::new(socket2::Domain::IPV4, kind, None).unwrap())
+    }
+
+    /// A TCP socket bound to 127.0.0.1:`port` (0: any free port), not listening.
+    fn tcp_bound(port: u16) -> OwnedFd {
+        let tcp = unbound(socket2::Type::STREAM);
+        bind(&tcp, port);
+        tcp
+    }
+
+    fn bind(socket: &OwnedFd, port: u16) {
+        socket2::SockRef::from(socket)
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+    }
+
+    fn listen(socket: &OwnedFd) {
+        nix::sys::socket::listen(socket, nix::sys::socket::Backlog::new(8).unwrap()).unwrap();
+    }
+
     #[test]
     fn a_bound_udp_socket_is_a_listener_before_listening_was_probed() {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let unbound =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
-        let watch = watch_holding(vec![OwnedFd::from(udp), OwnedFd::from(unbound)]);
+        let watch = watch_holding(vec![udp_bound(), unbound(socket2::Type::DGRAM)]);
         // READY=1 came before the event loop probed the worker for listening: `is_listening` was never
         // called, and steering must still find the UDP socket.
         assert_eq!(watch.listeners().len(), 1);
@@ -542,12 +564,11 @@ mod tests {
 
     #[test]
     fn a_udp_plus_tcp_server_serves_once_its_tcp_socket_listens() {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        let tcp = bound_tcp(port);
-        let mut watch = watch_holding(vec![OwnedFd::from(udp), tcp.try_clone().unwrap()]);
+        let udp = udp_bound();
+        let tcp = tcp_bound(socket_state::local_port(&udp).unwrap());
+        let mut watch = watch_holding(vec![udp, tcp.try_clone().unwrap()]);
         assert!(!watch.is_listening(), "its TCP port still refuses");
-        nix::sys::socket::listen(&tcp, nix::sys::socket::Backlog::new(8).unwrap()).unwrap();
+        listen(&tcp);
         assert!(watch.is_listening());
         assert_eq!(watch.listeners().len(), 2);
     }
@@ -555,68 +576,42 @@ mod tests {
     #[test]
     fn a_server_with_two_tcp_ports_serves_once_both_listen() {
         let first = OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
-        let second = bound_tcp(0);
+        let second = tcp_bound(0);
         let mut watch = watch_holding(vec![first, second.try_clone().unwrap()]);
         assert!(!watch.is_listening(), "its second port still refuses");
-        nix::sys::socket::listen(&second, nix::sys::socket::Backlog::new(8).unwrap()).unwrap();
+        listen(&second);
         assert!(watch.is_listening());
-        assert_eq!(
-            watch.listeners().len(),
-            2,
-            "both listeners are kept for steering"
-        );
+        assert_eq!(watch.listeners().len(), 2, "both are kept for steering");
     }
 
     #[test]
     fn a_bound_tcp_socket_the_worker_closed_is_not_waited_for() {
         let listener = OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
-        let copy = bound_tcp(0);
         // Only the launcher's copy holds the bound socket: the worker (pid 1 here, which never had it)
         // closed its own.
-        let mut watch = watch_holding(vec![listener, copy]);
+        let mut watch = watch_holding(vec![listener, tcp_bound(0)]);
         watch.worker = Pid::from_raw(1);
         assert!(watch.is_listening());
     }
 
     #[test]
     fn a_udp_server_whose_second_bind_is_still_running_serves_once_it_is_bound() {
-        let first = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
-        let second = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-            .map(OwnedFd::from)
-            .unwrap();
-        let mut watch = watch_holding(vec![first, second.try_clone().unwrap()]);
+        let second = unbound(socket2::Type::DGRAM);
+        let mut watch = watch_holding(vec![udp_bound(), second.try_clone().unwrap()]);
         watch.last_bind = Some(Instant::now());
         assert!(
             !watch.is_listening(),
             "the second bind may still be running"
         );
-        socket2::SockRef::from(&second)
-            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-            .unwrap();
+        bind(&second, 0);
         assert!(watch.is_listening());
-        assert_eq!(
-            watch.listeners().len(),
-            2,
-            "both sockets are kept for steering"
-        );
+        assert_eq!(watch.listeners().len(), 2, "both are kept for steering");
     }
 
     #[test]
     fn a_failed_bind_is_not_waited_for_once_it_settled() {
-        let first = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
-        let failed = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
-            .map(OwnedFd::from)
-            .unwrap();
-        let mut watch = watch_holding(vec![first, failed]);
+        let mut watch = watch_holding(vec![udp_bound(), unbound(socket2::Type::DGRAM)]);
         watch.last_bind = Instant::now().checked_sub(BIND_SETTLE);
         assert!(watch.is_listening());
-    }
-
-    /// A TCP socket bound to 127.0.0.1:`port` (0: any free port), not listening.
-    fn bound_tcp(port: u16) -> OwnedFd {
-        let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        tcp.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-            .unwrap();
-        OwnedFd::from(tcp)
     }
 }
