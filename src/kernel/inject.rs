@@ -9,6 +9,7 @@
 //! raised to 1024), then only those that serve, and never after
 //! the worker is gone.
 
+use std::collections::HashSet;
 use std::io::{self, IoSliceMut};
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -23,6 +24,7 @@ use nix::sys::socket::{
 use nix::unistd::Pid;
 
 use super::pidfd;
+use super::process_tree;
 use super::socket_fds;
 use super::socket_state::{self, is_listening, is_serving, local_port, waits_to_listen};
 use super::steering::queue;
@@ -456,7 +458,7 @@ impl BindWatch {
 /// Whether `worker`, which bound `sockets`, serves: some socket serves, and no TCP socket it bound to
 /// a port and still holds waits to listen — a server with two ports, with IPv4 and IPv6 sockets, or
 /// with UDP and TCP on one port is not ready while one of them refuses connections. (A socket the
-/// worker closed is held only by the launcher's copy; it is not waited for.)
+/// worker's tree closed is held only by the launcher's copy; it is not waited for.)
 fn serves(worker: Pid, sockets: &[OwnedFd]) -> bool {
     if !sockets.iter().any(is_serving) {
         return false;
@@ -469,7 +471,11 @@ fn serves(worker: Pid, sockets: &[OwnedFd]) -> bool {
     if waiting.is_empty() {
         return true;
     }
-    let held = socket_fds::socket_inodes(worker);
+    // The worker's children count: a wrapper (npm, a shell) whose child bound the socket.
+    let held: HashSet<u64> = std::iter::once(worker)
+        .chain(process_tree::descendants(worker))
+        .flat_map(socket_fds::socket_inodes)
+        .collect();
     !waiting.iter().any(|inode| held.contains(inode))
 }
 
@@ -587,11 +593,15 @@ mod tests {
     #[test]
     fn a_bound_tcp_socket_the_worker_closed_is_not_waited_for() {
         let listener = OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
-        // Only the launcher's copy holds the bound socket: the worker (pid 1 here, which never had it)
-        // closed its own.
+        // Only the launcher's copy holds the bound socket: the worker (a `sleep` here, which never
+        // had it: our sockets are close-on-exec) closed its own.
+        let mut worker = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let mut watch = watch_holding(vec![listener, tcp_bound(0)]);
-        watch.worker = Pid::from_raw(1);
-        assert!(watch.is_listening());
+        watch.worker = Pid::from_raw(worker.id() as i32);
+        let listening = watch.is_listening();
+        let _ = worker.kill();
+        let _ = worker.wait();
+        assert!(listening);
     }
 
     #[test]

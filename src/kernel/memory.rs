@@ -1,18 +1,14 @@
 //! How much memory a worker uses, for `--max-memory`: the PSS (proportional set size) of the worker's
 //! whole process tree, read from `/proc/PID/smaps_rollup` of the worker and of each of its
-//! descendants (found through `/proc/PID/task/TID/children`). PSS counts a page shared by k processes
+//! descendants (process_tree.rs). PSS counts a page shared by k processes
 //! as 1/k in each, so forked workers that share their parent's copy-on-write pages and the shared
 //! libraries are not charged k times, and the sum over every worker is the memory they really use; a
 //! worker's leak is private memory and counts in full. Invariant: reading only, never a signal; a
 //! process that vanishes while it is read counts 0.
 
-use std::collections::HashSet;
-
 use nix::unistd::Pid;
 
-/// Processes of one worker's tree that are read at most: a pre-forking server has tens of children,
-/// not thousands; past this the tree is a fork bomb, and a partial sum is already over any limit.
-const MAX_TREE_PROCESSES: usize = 4096;
+use super::process_tree::descendants;
 
 /// The PSS of `worker` and every descendant of it, in bytes; None when the worker's own
 /// `smaps_rollup` cannot be read (it has exited, or is not dumpable and the launcher is not root).
@@ -22,42 +18,6 @@ pub fn tree_pss_bytes(worker: Pid) -> Option<u64> {
         total += pss_bytes(pid).unwrap_or(0);
     }
     Some(total)
-}
-
-/// Every descendant of `root` (not `root` itself), children before grandchildren.
-pub fn descendants(root: Pid) -> Vec<Pid> {
-    let mut seen: HashSet<Pid> = HashSet::from([root]);
-    let mut found = Vec::new();
-    let mut next = 0;
-    let mut parents = vec![root];
-    while next < parents.len() && found.len() < MAX_TREE_PROCESSES {
-        for child in children(parents[next]) {
-            if seen.insert(child) {
-                found.push(child);
-                parents.push(child);
-            }
-        }
-        next += 1;
-    }
-    found.truncate(MAX_TREE_PROCESSES);
-    found
-}
-
-/// The children of `pid`, from each of its threads' `children` file (a child belongs to the thread
-/// that forked it).
-fn children(pid: Pid) -> Vec<Pid> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
-        .flat_map(|text| {
-            text.split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .map(Pid::from_raw)
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// The `Pss:` line of `/proc/PID/smaps_rollup`, in bytes.

@@ -1,8 +1,15 @@
-//! Parent links between processes, and their command lines, read from /proc. Used to accept a notify
-//! message from a descendant of a worker (a wrapper script's child, say) and nobody else, and to name
-//! the process behind a socket.
+//! Parent and child links between processes, and their command lines, read from /proc. Used to accept a
+//! notify message from a descendant of a worker (a wrapper script's child, say) and nobody else, to
+//! walk a worker's tree (its memory, the sockets it holds) and to name the process behind a socket.
+
+use std::collections::HashSet;
 
 use nix::unistd::Pid;
+
+/// Processes of one tree that are walked at most: a pre-forking server has tens of children,
+/// not thousands; past this the tree is a fork bomb, and what was found is enough (a partial memory sum
+/// is already over any limit).
+const MAX_TREE_PROCESSES: usize = 4096;
 
 /// How many parent links are followed before giving up; deeper trees are not plausible for a worker.
 const MAX_ANCESTRY_DEPTH: usize = 64;
@@ -46,6 +53,42 @@ pub fn command_line(pid: Pid) -> String {
     } else {
         text
     }
+}
+
+/// Every descendant of `root` (not `root` itself), children before grandchildren.
+pub fn descendants(root: Pid) -> Vec<Pid> {
+    let mut seen: HashSet<Pid> = HashSet::from([root]);
+    let mut found = Vec::new();
+    let mut next = 0;
+    let mut parents = vec![root];
+    while next < parents.len() && found.len() < MAX_TREE_PROCESSES {
+        for child in children(parents[next]) {
+            if seen.insert(child) {
+                found.push(child);
+                parents.push(child);
+            }
+        }
+        next += 1;
+    }
+    found.truncate(MAX_TREE_PROCESSES);
+    found
+}
+
+/// The children of `pid`, from each of its threads' `children` file (a child belongs to the thread
+/// that forked it).
+fn children(pid: Pid) -> Vec<Pid> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .map(Pid::from_raw)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// Every process id in /proc.
