@@ -595,7 +595,10 @@ mod tests {
         let listener = OwnedFd::from(TcpListener::bind("127.0.0.1:0").unwrap());
         // Only the launcher's copy holds the bound socket: the worker (a `sleep` here, which never
         // had it: our sockets are close-on-exec) closed its own.
-        let mut worker = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut worker = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let mut watch = watch_holding(vec![listener, tcp_bound(0)]);
         watch.worker = Pid::from_raw(worker.id() as i32);
         let listening = watch.is_listening();
