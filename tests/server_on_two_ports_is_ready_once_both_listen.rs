@@ -1,8 +1,9 @@
 //! A server with two listening sockets (two ports here; IPv4 plus IPv6 sockets, as Python's asyncio
-//! makes them, are the same case) that listens on the second 400 ms after the first counts as ready
-//! only once both listen, and both are steered: under connection-per-request load on each port through
-//! reloads not one request fails, and every worker of the last generation answers on the second port.
-//! Once with injection (an unchanged server) and once with `--no-inject` (the server sets SO_REUSEPORT).
+//! makes them, are the same case) counts as ready only once both listen, and both are steered: under
+//! connection-per-request load on each port through reloads not one request fails, and every worker of
+//! the last generation answers on the second port. The server binds both and listens on the second
+//! 400 ms after the first — with injection (an unchanged server) and with `--no-inject` (the server
+//! sets SO_REUSEPORT) — or binds and listens on one port, then 20 ms later on the other (injection).
 
 mod support;
 
@@ -15,13 +16,15 @@ const WORKERS: usize = 2;
 const RELOADS: u32 = 3;
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Binds `port_a` and `port_b` on 127.0.0.1 (with SO_REUSEPORT when `--reuseport` comes first),
-/// listens on the first, sleeps 400 ms, listens on the second; answers each request with X-Pid /
-/// X-Generation and closes the connection; dies on SIGTERM.
+/// `[--reuseport] [--one-by-one] PORT_A PORT_B`: binds both ports on 127.0.0.1 (with SO_REUSEPORT
+/// under `--reuseport`), listens on the first, sleeps 400 ms, listens on the second; with
+/// `--one-by-one`, binds and listens on the first, sleeps 20 ms, binds and listens on the second.
+/// Answers each request with X-Pid / X-Generation and closes the connection; dies on SIGTERM.
 const SERVER_PY: &str = r#"
 import os, socket, sys, threading, time
-reuseport = sys.argv[1:2] == ["--reuseport"]
-ports = [int(p) for p in sys.argv[2 if reuseport else 1:]]
+flags = [a for a in sys.argv[1:] if a.startswith("--")]
+ports = [int(a) for a in sys.argv[1:] if not a.startswith("--")]
+reuseport, one_by_one = "--reuseport" in flags, "--one-by-one" in flags
 gen = os.environ.get("REUSEPORT_LAUNCH_GENERATION", "0").encode()
 def bound(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -39,11 +42,14 @@ def serve(listener):
         except OSError:
             pass
         c.close()
-sockets = [bound(p) for p in ports]
+sockets = [] if one_by_one else [bound(p) for p in ports]
 threads = []
-for i, s in enumerate(sockets):
+for i, port in enumerate(ports):
     if i:
-        time.sleep(0.4)
+        time.sleep(0.02 if one_by_one else 0.4)
+    if one_by_one:
+        sockets.append(bound(port))
+    s = sockets[i]
     s.listen(128)
     threads.append(threading.Thread(target=serve, args=(s,), daemon=True))
     threads[-1].start()
@@ -51,7 +57,7 @@ for t in threads:
     t.join()
 "#;
 
-fn reloads_with_a_late_second_port(test: &str, no_inject: bool) {
+fn reloads_with_a_late_second_port(test: &str, no_inject: bool, one_by_one: bool) {
     private_netns(true);
     let dir = TempDir::new(test);
     let script = dir.join("server.py");
@@ -64,6 +70,9 @@ fn reloads_with_a_late_second_port(test: &str, no_inject: bool) {
     args.extend(["--".into(), "python3".into(), script.display().to_string()]);
     if no_inject {
         args.push("--reuseport".into());
+    }
+    if one_by_one {
+        args.push("--one-by-one".into());
     }
     args.extend([port_a.to_string(), port_b.to_string()]);
     let launcher = Launcher::spawn_serving(&dir, &args, DEADLINE);
@@ -119,10 +128,15 @@ fn reloads_with_a_late_second_port(test: &str, no_inject: bool) {
 
 #[test]
 fn unchanged_server_is_ready_once_its_second_port_listens() {
-    reloads_with_a_late_second_port("two_ports_injected", false);
+    reloads_with_a_late_second_port("two_ports_injected", false, false);
+}
+
+#[test]
+fn unchanged_server_binding_its_ports_one_by_one_is_ready_once_both_listen() {
+    reloads_with_a_late_second_port("two_ports_one_by_one", false, true);
 }
 
 #[test]
 fn no_inject_server_is_ready_once_its_second_port_listens() {
-    reloads_with_a_late_second_port("two_ports_no_inject", true);
+    reloads_with_a_late_second_port("two_ports_no_inject", true, false);
 }

@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 use super::pidfd;
 use super::process_tree;
 use super::socket_fds;
-use super::socket_state::{self, is_listening, is_serving, local_port, waits_to_listen};
+use super::socket_state::{self, is_listening, is_serving, waits_to_listen};
 use super::steering::queue;
 
 /// The architecture whose syscall numbers the filter checks; other ABIs (i386, x32) bind unchanged.
@@ -41,8 +41,10 @@ const MAX_BINDS_PER_DRAIN: usize = 64;
 /// The smallest listen backlog an injected listener keeps: the launcher's own `--listen` sockets use
 /// the same, and the kernel caps it at net.core.somaxconn.
 const MIN_LISTEN_BACKLOG: u32 = 1024;
-/// How long after the launcher let a bind run its socket may still be unbound: the worker's thread
-/// has to be scheduled to finish the call. A copy still unbound after that is a failed bind.
+/// How long a worker must have bound nothing before it counts as ready: a server binds its sockets
+/// one after the other (IPv4 then IPv6, one port then the next; a bind let run may even still be
+/// running), and the readiness look must not fall between two of them, or the later socket would be
+/// neither waited for nor steered. Servers bind their sockets within microseconds of each other.
 const BIND_SETTLE: Duration = Duration::from_millis(50);
 
 const BPF_LD_W_ABS: u16 = 0x20;
@@ -324,7 +326,7 @@ impl BindWatch {
     /// was closed or connected by the worker), each UDP socket is bound. From then on only the
     /// serving copies are kept.
     pub fn is_listening(&mut self) -> bool {
-        if !self.listening && !self.bind_in_flight() && serves(self.worker, &self.sockets) {
+        if !self.listening && !self.binding() && serves(self.worker, &self.sockets) {
             self.listening = true;
             self.sockets.retain(is_serving);
             for copy in self.sockets.iter().filter(|s| is_listening(s)) {
@@ -344,11 +346,9 @@ impl BindWatch {
         self.listening
     }
 
-    /// Whether a bind let run moments ago may not have finished: its copy is still unbound (a UDP
-    /// server binding its IPv6 socket just after its IPv4 one serves on both, not on the first only).
-    fn bind_in_flight(&self) -> bool {
+    /// Whether the worker bound a socket less than BIND_SETTLE ago, so that its next bind may follow.
+    fn binding(&self) -> bool {
         self.last_bind.is_some_and(|at| at.elapsed() < BIND_SETTLE)
-            && self.sockets.iter().any(|s| local_port(s).is_none())
     }
 
     /// Takes the worker's TCP listeners out of the port's group (shutdown on a listener: with
@@ -608,15 +608,14 @@ mod tests {
     }
 
     #[test]
-    fn a_udp_server_whose_second_bind_is_still_running_serves_once_it_is_bound() {
+    fn a_worker_that_bound_moments_ago_is_not_ready_until_its_binds_settle() {
+        // A UDP server's IPv4 socket is bound; its IPv6 bind was let run just now and is still running.
         let second = unbound(socket2::Type::DGRAM);
         let mut watch = watch_holding(vec![udp_bound(), second.try_clone().unwrap()]);
         watch.last_bind = Some(Instant::now());
-        assert!(
-            !watch.is_listening(),
-            "the second bind may still be running"
-        );
+        assert!(!watch.is_listening(), "its next bind may follow");
         bind(&second, 0);
+        watch.last_bind = Instant::now().checked_sub(BIND_SETTLE);
         assert!(watch.is_listening());
         assert_eq!(watch.listeners().len(), 2, "both are kept for steering");
     }
