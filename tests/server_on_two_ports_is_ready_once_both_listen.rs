@@ -3,7 +3,7 @@
 //! connection-per-request load on each port through reloads not one request fails, and every worker of
 //! the last generation answers on the second port. The server binds both and listens on the second
 //! 400 ms after the first — with injection (an unchanged server) and with `--no-inject` (the server
-//! sets SO_REUSEPORT) — or binds and listens on one port, then 20 ms later on the other (injection).
+//! sets SO_REUSEPORT) — or binds and listens on one port, then 5 ms later on the other (injection).
 
 mod support;
 
@@ -18,7 +18,7 @@ const DEADLINE: Duration = Duration::from_secs(20);
 
 /// `[--reuseport] [--one-by-one] PORT_A PORT_B`: binds both ports on 127.0.0.1 (with SO_REUSEPORT
 /// under `--reuseport`), listens on the first, sleeps 400 ms, listens on the second; with
-/// `--one-by-one`, binds and listens on the first, sleeps 20 ms, binds and listens on the second.
+/// `--one-by-one`, binds and listens on the first, sleeps 5 ms, binds and listens on the second.
 /// Answers each request with X-Pid / X-Generation and closes the connection; dies on SIGTERM.
 const SERVER_PY: &str = r#"
 import os, socket, sys, threading, time
@@ -46,7 +46,7 @@ sockets = [] if one_by_one else [bound(p) for p in ports]
 threads = []
 for i, port in enumerate(ports):
     if i:
-        time.sleep(0.02 if one_by_one else 0.4)
+        time.sleep(0.005 if one_by_one else 0.4)
     if one_by_one:
         sockets.append(bound(port))
     s = sockets[i]

@@ -45,7 +45,7 @@ const MIN_LISTEN_BACKLOG: u32 = 1024;
 /// one after the other (IPv4 then IPv6, one port then the next; a bind let run may even still be
 /// running), and the readiness look must not fall between two of them, or the later socket would be
 /// neither waited for nor steered. Servers bind their sockets within microseconds of each other.
-const BIND_SETTLE: Duration = Duration::from_millis(50);
+const BIND_SETTLE: Duration = Duration::from_millis(25);
 
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
