@@ -3,7 +3,7 @@
 //! connection-per-request load on each port through reloads not one request fails, and every worker of
 //! the last generation answers on the second port. The server binds both and listens on the second
 //! 400 ms after the first — with injection (an unchanged server) and with `--no-inject` (the server
-//! sets SO_REUSEPORT) — or binds and listens on one port, then 5 ms later on the other (injection).
+//! sets SO_REUSEPORT) — or binds and listens on one port, then 5 ms later on the other (both ways).
 
 mod support;
 
@@ -139,4 +139,9 @@ fn unchanged_server_binding_its_ports_one_by_one_is_ready_once_both_listen() {
 #[test]
 fn no_inject_server_is_ready_once_its_second_port_listens() {
     reloads_with_a_late_second_port("two_ports_no_inject", true, false);
+}
+
+#[test]
+fn no_inject_server_listening_on_its_ports_one_by_one_is_ready_once_both_listen() {
+    reloads_with_a_late_second_port("two_ports_no_inject_one_by_one", true, true);
 }

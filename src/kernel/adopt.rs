@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use super::pidfd;
 use super::sock_diag::{self, LISTEN, UNCONNECTED};
 use super::socket_fds;
-use super::socket_state::{local_port, waits_to_listen};
+use super::socket_state::{self, local_port, waits_to_listen};
 
 /// Copies of every listening TCP socket and every bound UDP socket with SO_REUSEPORT among `worker`'s
 /// file descriptors (a socket without it, e.g. an admin port or a DNS server's upstream socket, has
@@ -35,34 +35,44 @@ pub fn listeners_of(worker: Pid) -> Vec<OwnedFd> {
     }
 }
 
-/// Which of `workers` serve (for `--ready listen` without injection): they hold a TCP listener or a
-/// bound UDP socket with SO_REUSEPORT, on `port` when given, and no TCP socket bound to a port (that
-/// port, when given) that waits to listen — a server with two ports, with IPv4 and IPv6 sockets, or a
-/// DNS server with UDP and TCP on 53 must not refuse on one of them once the old generation is
-/// stopped; with injection, inject.rs waits the same way. One dump of the kernel's sockets for all
-/// workers, one walk of each worker's fds.
-pub fn serving(workers: &[Pid], port: Option<u16>) -> Vec<Pid> {
+/// Which of `workers` serve (for `--ready listen` without injection), each with the inodes of its
+/// serving sockets (for the caller to see them settle): they hold a TCP listener or a bound UDP socket
+/// with SO_REUSEPORT, on `port` when given, and no TCP socket bound to a port (that port, when given)
+/// that waits to listen — a server with two ports, with IPv4 and IPv6 sockets, or a DNS server with
+/// UDP and TCP on 53 must not refuse on one of them once the old generation is stopped; with
+/// injection, inject.rs waits the same way. One dump of the kernel's sockets for all workers, one walk
+/// of each worker's fds.
+pub fn serving(workers: &[Pid], port: Option<u16>) -> Vec<(Pid, Vec<u64>)> {
     let Ok(serving) = serving_inodes() else {
         return Vec::new();
     };
     workers
         .iter()
-        .copied()
-        .filter(|&worker| serves(worker, &serving, port))
+        .filter_map(|&worker| Some((worker, serving_sockets(worker, &serving, port)?)))
         .collect()
 }
 
-fn serves(worker: Pid, serving: &HashSet<u64>, port: Option<u16>) -> bool {
+/// The inodes of `worker`'s serving sockets when it serves (see `serving`), sorted.
+fn serving_sockets(worker: Pid, serving: &HashSet<u64>, port: Option<u16>) -> Option<Vec<u64>> {
     let on_port =
         |copy: &OwnedFd| local_port(copy).is_some_and(|p| port.is_none_or(|port| p == port));
     let (in_group, others): (Vec<_>, Vec<_>) = socket_fds::socket_fds(worker)
         .into_iter()
         .partition(|(_, inode)| serving.contains(inode));
-    copies(worker, in_group).iter().any(on_port)
-        && !others
-            .into_iter()
-            .filter_map(|(fd, _)| pidfd::copy_fd(worker.as_raw(), fd).ok())
-            .any(|copy| waits_to_listen(&copy) && on_port(&copy))
+    let mut inodes: Vec<u64> = copies(worker, in_group)
+        .iter()
+        .filter(|copy| on_port(copy))
+        .filter_map(socket_state::inode)
+        .collect();
+    let waiting = others
+        .into_iter()
+        .filter_map(|(fd, _)| pidfd::copy_fd(worker.as_raw(), fd).ok())
+        .any(|copy| waits_to_listen(&copy) && on_port(&copy));
+    if inodes.is_empty() || waiting {
+        return None;
+    }
+    inodes.sort_unstable();
+    Some(inodes)
 }
 
 /// The inodes of this network namespace's TCP listeners and bound, unconnected UDP sockets.

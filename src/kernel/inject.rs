@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::io::{self, IoSliceMut};
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, warn};
 use nix::libc;
@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 use super::pidfd;
 use super::process_tree;
 use super::socket_fds;
-use super::socket_state::{self, is_listening, is_serving, waits_to_listen};
+use super::socket_state::{self, is_listening, is_serving, waits_to_listen, SETTLE};
 use super::steering::queue;
 
 /// The architecture whose syscall numbers the filter checks; other ABIs (i386, x32) bind unchanged.
@@ -41,11 +41,6 @@ const MAX_BINDS_PER_DRAIN: usize = 64;
 /// The smallest listen backlog an injected listener keeps: the launcher's own `--listen` sockets use
 /// the same, and the kernel caps it at net.core.somaxconn.
 const MIN_LISTEN_BACKLOG: u32 = 1024;
-/// How long a worker must have bound nothing before it counts as ready: a server binds its sockets
-/// one after the other (IPv4 then IPv6, one port then the next; a bind let run may even still be
-/// running), and the readiness look must not fall between two of them, or the later socket would be
-/// neither waited for nor steered. Servers bind their sockets within microseconds of each other.
-const BIND_SETTLE: Duration = Duration::from_millis(25);
 
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
@@ -346,9 +341,9 @@ impl BindWatch {
         self.listening
     }
 
-    /// Whether the worker bound a socket less than BIND_SETTLE ago, so that its next bind may follow.
+    /// Whether the worker bound a socket less than `SETTLE` ago, so that its next bind may follow.
     fn binding(&self) -> bool {
-        self.last_bind.is_some_and(|at| at.elapsed() < BIND_SETTLE)
+        self.last_bind.is_some_and(|at| at.elapsed() < SETTLE)
     }
 
     /// Takes the worker's TCP listeners out of the port's group (shutdown on a listener: with
@@ -615,7 +610,7 @@ mod tests {
         watch.last_bind = Some(Instant::now());
         assert!(!watch.is_listening(), "its next bind may follow");
         bind(&second, 0);
-        watch.last_bind = Instant::now().checked_sub(BIND_SETTLE);
+        watch.last_bind = Instant::now().checked_sub(SETTLE);
         assert!(watch.is_listening());
         assert_eq!(watch.listeners().len(), 2, "both are kept for steering");
     }
@@ -623,7 +618,7 @@ mod tests {
     #[test]
     fn a_failed_bind_is_not_waited_for_once_it_settled() {
         let mut watch = watch_holding(vec![udp_bound(), unbound(socket2::Type::DGRAM)]);
-        watch.last_bind = Instant::now().checked_sub(BIND_SETTLE);
+        watch.last_bind = Instant::now().checked_sub(SETTLE);
         assert!(watch.is_listening());
     }
 }

@@ -3,10 +3,17 @@
 //! getpeername); a copy taken with pidfd_getfd answers for the worker's socket itself.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt, SockType};
 use nix::sys::stat::fstat;
 use socket2::SockRef;
+
+/// How long a starting worker's sockets must have stayed as they are (no new bind, no new listener)
+/// before it counts as ready: a server binds and listens on its sockets one after the other (IPv4
+/// then IPv6, one port then the next), and the readiness look must not fall between two of them, or
+/// the later socket would be neither waited for nor steered. They come microseconds apart.
+pub const SETTLE: Duration = Duration::from_millis(25);
 
 /// A TCP socket in LISTEN state.
 pub fn is_listening(socket: &OwnedFd) -> bool {
