@@ -3,11 +3,11 @@
 //! notification fd to the launcher over a socketpair. For each bind of a TCP/UDP socket the launcher
 //! reads the address (process_vm_readv), takes a copy of the socket (pidfd_getfd), sets SO_REUSEPORT on
 //! it and lets the real bind run (SECCOMP_USER_NOTIF_FLAG_CONTINUE). Every error fails open: the bind
-//! runs unchanged and the reason is logged. Copies of the worker's TCP and UDP sockets are kept until
-//! it serves (that is the `listen` readiness signal: a TCP socket listens or a UDP socket is bound,
-//! and no other TCP socket it bound to a port waits to listen; a listen backlog below 1024 is then
-//! raised to 1024), then only those that serve, and never after
-//! the worker is gone.
+//! runs unchanged and the reason is logged. Copies of the sockets the worker binds until it is ready
+//! are kept (it serves, the `listen` readiness signal, once a TCP socket listens or a UDP socket is
+//! bound, no other TCP socket it bound to a port waits to listen and it bound nothing for 25 ms; a
+//! listen backlog below 1024 is then raised to 1024); from then on only those that serve, and never
+//! after the worker is gone.
 
 use std::collections::HashSet;
 use std::io::{self, IoSliceMut};
@@ -242,6 +242,8 @@ pub struct BindWatch {
     /// Copies of the worker's bound TCP and UDP sockets; once it serves, only the serving ones.
     sockets: Vec<OwnedFd>,
     listening: bool,
+    /// Whether binds are still copied: until the worker is ready (`stop_tracking_binds`).
+    tracking: bool,
     /// When the last copy was taken (its bind let run just after).
     last_bind: Option<Instant>,
     /// Ports whose listeners were closed by `close_listeners`.
@@ -256,6 +258,7 @@ impl BindWatch {
             port,
             sockets: Vec::new(),
             listening: false,
+            tracking: true,
             last_bind: None,
             drained_ports: Vec::new(),
         }
@@ -341,6 +344,12 @@ impl BindWatch {
         self.listening
     }
 
+    /// The worker is ready: binds from now on are let run without a copy being kept (a server that
+    /// binds a socket per client on its port must not have the launcher hold them all).
+    pub fn stop_tracking_binds(&mut self) {
+        self.tracking = false;
+    }
+
     /// Whether the worker bound a socket less than `SETTLE` ago, so that its next bind may follow.
     fn binding(&self) -> bool {
         self.last_bind.is_some_and(|at| at.elapsed() < SETTLE)
@@ -423,7 +432,7 @@ impl BindWatch {
             .map_err(|e| format!("setsockopt SO_REUSEPORT: {e}"))?;
         if socket::getsockopt(&copy, sockopt::SockType)
             .is_ok_and(|t| t == SockType::Stream || t == SockType::Datagram)
-            && !self.listening
+            && self.tracking
         {
             self.sockets.push(copy);
             self.last_bind = Some(Instant::now());

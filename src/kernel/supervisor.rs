@@ -605,6 +605,12 @@ impl Processes for Supervisor {
         )
     }
 
+    fn stop_tracking_binds(&mut self, worker: Pid) {
+        if let Some(watch) = self.watch(worker) {
+            watch.stop_tracking_binds();
+        }
+    }
+
     fn release_listeners(&mut self, worker: Pid) {
         if let Some(held) = self.held(worker) {
             held.release();

@@ -25,6 +25,9 @@ pub trait Processes {
     fn has_connections(&mut self, worker: Pid) -> bool;
     /// Forgets the copies of the worker's sockets: it drains itself.
     fn release_listeners(&mut self, worker: Pid);
+    /// The worker is ready: the sockets it bound until now are the ones it serves on (to steer and
+    /// drain); the binds it makes from now on are left as they are.
+    fn stop_tracking_binds(&mut self, worker: Pid);
     /// With steering: makes the listeners of exactly these workers receive the port's new connections;
     /// every other socket of the port's group gets none.
     fn steer(&mut self, receiving: &[Pid]);

@@ -69,6 +69,7 @@ impl Processes for FakeProcesses {
     fn release_listeners(&mut self, worker: Pid) {
         self.listeners.retain(|&p| p != worker);
     }
+    fn stop_tracking_binds(&mut self, _worker: Pid) {}
     fn steer(&mut self, receiving: &[Pid]) {
         self.steered.push(receiving.to_vec());
     }

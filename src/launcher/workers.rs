@@ -101,6 +101,7 @@ impl Launcher {
         if !matches!(self.workers[index].phase, WorkerPhase::Starting { .. }) {
             return;
         }
+        processes.stop_tracking_binds(pid);
         // Steering keeps the copies for the worker's whole life: the kernel map and the queue checks need them.
         if !self.policy.steer && !self.keeps_listeners(&self.workers[index]) {
             processes.release_listeners(pid);
