@@ -239,7 +239,8 @@ pub struct BindWatch {
     listener: OwnedFd,
     worker: Pid,
     port: Option<u16>,
-    /// Copies of the worker's bound TCP and UDP sockets; once it serves, only the serving ones.
+    /// Copies of the TCP and UDP sockets the worker bound until it was ready; once it served,
+    /// only the serving ones among those bound until then.
     sockets: Vec<OwnedFd>,
     listening: bool,
     /// Whether binds are still copied: until the worker is ready (`stop_tracking_binds`).
