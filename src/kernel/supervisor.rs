@@ -4,7 +4,7 @@
 //! `--listen` it also gets the launcher-bound sockets (listen.rs); with `--user`/`--group` it drops to
 //! that user and group before exec.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -30,7 +30,6 @@ use super::node_ipc;
 use super::notify_socket;
 use super::orphans;
 use super::probes::{HealthKind, Probes};
-use super::socket_state::SETTLE;
 use super::steering::queue;
 use super::steering::router::Router;
 use super::worker_spec::{RunAs, WorkerSpec};
@@ -88,9 +87,8 @@ pub struct Supervisor {
     /// Copies of the listeners and UDP sockets of workers whose binds the launcher did not see
     /// (`--no-inject`), taken when they are first steered to.
     adopted: Vec<(Pid, Vec<OwnedFd>)>,
-    /// Starting workers of that kind that serve, with the inodes of their serving sockets and since
-    /// when those have stayed the same: ready after `SETTLE` of that.
-    settling: HashMap<Pid, (Vec<u64>, Instant)>,
+    /// `--ready listen` for workers of that kind.
+    settling: adopt::Settling,
     /// The copies of the sockets of workers reaped by the last `reap`, kept open until
     /// `release_exited`: closing the last copy of a listener has the kernel migrate its queue by the
     /// steering map, which must first have been updated for the exit (e.g. a roll-back).
@@ -136,7 +134,7 @@ impl Supervisor {
             stop_message: config.stop_message.clone(),
             ipc: Vec::new(),
             adopted: Vec::new(),
-            settling: HashMap::new(),
+            settling: adopt::Settling::default(),
             exited_copies: Vec::new(),
             router: None,
             probes: Probes::default(),
@@ -242,27 +240,9 @@ impl Supervisor {
                 || self.held.iter().any(|h| h.worker() == *pid)
         };
         let unseen: Vec<Pid> = starting.iter().copied().filter(|p| !seen(p)).collect();
-        self.settling.retain(|pid, _| unseen.contains(pid));
-        if !unseen.is_empty() {
-            let serving = adopt::serving(&unseen, self.inject_port);
-            again |= serving.len() < unseen.len();
-            for (worker, sockets) in serving {
-                // Ready once its serving sockets have stayed the same for SETTLE.
-                let since = match self.settling.get(&worker) {
-                    Some((seen, since)) if *seen == sockets => *since,
-                    _ => {
-                        self.settling.insert(worker, (sockets, now));
-                        now
-                    }
-                };
-                if now.duration_since(since) >= SETTLE {
-                    self.settling.remove(&worker);
-                    listening.push(worker);
-                } else {
-                    again = true;
-                }
-            }
-        }
+        let (ready, look_again) = self.settling.ready(&unseen, self.inject_port, now);
+        again |= look_again;
+        listening.extend(ready);
         (listening, again)
     }
 
