@@ -75,12 +75,12 @@ impl Settling {
     }
 }
 
-/// Which of `workers` serve, each with the inodes of its serving sockets: they hold a TCP listener or a bound UDP socket
-/// with SO_REUSEPORT, on `port` when given, and no TCP socket bound to a port (that port, when given)
-/// that waits to listen — a server with two ports, with IPv4 and IPv6 sockets, or a DNS server with
-/// UDP and TCP on 53 must not refuse on one of them once the old generation is stopped; with
-/// injection, inject.rs waits the same way. One dump of the kernel's sockets for all workers, one walk
-/// of each worker's fds.
+/// Which of `workers` serve, each with the inodes of its serving sockets: they hold a TCP listener or
+/// a bound UDP socket with SO_REUSEPORT, on `port` when given, and no TCP socket bound to a port (that
+/// port, when given) that waits to listen — a server with two ports, with IPv4 and IPv6 sockets, or a
+/// DNS server with UDP and TCP on 53 must not refuse on one of them once the old generation is
+/// stopped; with injection, inject.rs waits the same way. One dump of the kernel's sockets for all
+/// workers, one walk of each worker's fds.
 fn serving(workers: &[Pid], port: Option<u16>) -> Vec<(Pid, Vec<u64>)> {
     let Ok(serving) = serving_inodes() else {
         return Vec::new();
