@@ -356,31 +356,11 @@ impl BindWatch {
         self.last_bind.is_some_and(|at| at.elapsed() < SETTLE)
     }
 
-    /// Takes the worker's TCP listeners out of the port's group (shutdown on a listener: with
-    /// net.ipv4.tcp_migrate_req=1 its queued connections move to the other listeners). False when the
-    /// launcher holds none. The copies of its UDP sockets are only let go of: shutdown(2) does not take
-    /// a UDP socket out of its group (it only makes the worker's next recv return an empty datagram),
-    /// and a copy kept would hold the socket in the group, receiving, after the worker has exited.
+    /// Takes the worker's TCP listeners out of their ports' groups and lets go of its UDP sockets'
+    /// copies (see `socket_state::shut_listeners`). False when the launcher holds no listener.
     pub fn close_listeners(&mut self) -> bool {
-        if !self.is_listening() {
-            return false;
-        }
-        self.sockets.retain(is_listening);
-        if self.sockets.is_empty() {
-            return false;
-        }
-        for copy in self.sockets.drain(..) {
-            let address = socket2::SockRef::from(&copy).local_addr();
-            self.drained_ports
-                .extend(address.ok().and_then(|a| a.as_socket()).map(|a| a.port()));
-            if let Err(e) = socket::shutdown(copy.as_raw_fd(), socket::Shutdown::Both) {
-                warn!(
-                    "worker pid {}: unable to close its listener: {e}",
-                    self.worker
-                );
-            }
-        }
-        true
+        self.is_listening()
+            && socket_state::shut_listeners(self.worker, &mut self.sockets, &mut self.drained_ports)
     }
 
     /// Ports whose listeners `close_listeners` closed.

@@ -13,12 +13,11 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use log::warn;
 use nix::libc;
 use nix::unistd::Pid;
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{process_tree, sock_diag, socket_fds};
+use super::{process_tree, sock_diag, socket_fds, socket_state};
 
 /// The first fd of the socket-activation protocol (SD_LISTEN_FDS_START): 0-2 are stdio.
 pub const LISTEN_FDS_START: RawFd = 3;
@@ -409,35 +408,10 @@ impl Held {
         Some(matches!(exited, Ok(nix::sys::wait::WaitStatus::StillAlive)))
     }
 
-    /// Takes the worker's TCP listeners out of the port's group: shutdown() on a listener stops it for
-    /// the worker's fd too (the same socket), and with net.ipv4.tcp_migrate_req=1 its queued
-    /// connections move to the other listeners. The copies of its UDP sockets are only let go of:
-    /// shutdown(2) does not take a UDP socket out of its group, and a copy kept would hold the socket
-    /// in the group, receiving, after the worker has exited. False when the launcher holds no
-    /// listener any more.
+    /// Takes the worker's TCP listeners out of their ports' groups and lets go of its UDP sockets'
+    /// copies (see `socket_state::shut_listeners`). False when the launcher holds no listener any more.
     pub fn close_listeners(&mut self) -> bool {
-        self.sockets.retain(|s| {
-            SockRef::from(s)
-                .r#type()
-                .is_ok_and(|t| t != socket2::Type::DGRAM)
-        });
-        if self.sockets.is_empty() {
-            return false;
-        }
-        for copy in self.sockets.drain(..) {
-            if let Ok(Some(address)) = SockRef::from(&copy).local_addr().map(|a| a.as_socket()) {
-                self.drained_ports.push(address.port());
-            }
-            if let Err(e) =
-                nix::sys::socket::shutdown(copy.as_raw_fd(), nix::sys::socket::Shutdown::Both)
-            {
-                warn!(
-                    "worker pid {}: unable to close its listener: {e}",
-                    self.worker
-                );
-            }
-        }
-        true
+        socket_state::shut_listeners(self.worker, &mut self.sockets, &mut self.drained_ports)
     }
 
     /// Closes the launcher's copies: the worker drains itself.

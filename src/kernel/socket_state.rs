@@ -1,12 +1,15 @@
 //! What a copy of a worker's socket says about the worker serving: a TCP listener, a bound UDP socket,
-//! or a TCP socket bound to a port that does not listen yet. Read-only (getsockopt, getsockname,
-//! getpeername); a copy taken with pidfd_getfd answers for the worker's socket itself.
+//! or a TCP socket bound to a port that does not listen yet (read-only: getsockopt, getsockname,
+//! getpeername); and taking a worker's listeners out of their groups (`shut_listeners`). A copy taken
+//! with pidfd_getfd answers for, and acts on, the worker's socket itself.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use nix::sys::socket::{getsockopt, sockopt, SockType};
+use log::warn;
+use nix::sys::socket::{getsockopt, shutdown, sockopt, Shutdown, SockType};
 use nix::sys::stat::fstat;
+use nix::unistd::Pid;
 use socket2::SockRef;
 
 /// How long a starting worker's sockets must have stayed as they are (no new bind, no new listener)
@@ -52,6 +55,26 @@ pub fn waits_to_listen(socket: &OwnedFd) -> bool {
 /// The socket's inode: what /proc/<pid>/fd shows as `socket:[inode]`.
 pub fn inode(socket: &OwnedFd) -> Option<u64> {
     fstat(socket.as_fd().as_raw_fd()).ok().map(|s| s.st_ino)
+}
+
+/// Takes `worker`'s TCP listeners among `copies` out of their ports' groups (shutdown on a listener
+/// stops it for the worker's fd too; with net.ipv4.tcp_migrate_req=1 or steering its queued
+/// connections move to the other listeners) and lets go of every copy; the ports shut go to `ports`.
+/// The copies of UDP sockets are only let go of: shutdown(2) does not take a UDP socket out of its
+/// group, and a copy kept would hold the socket in the group, receiving, after the worker has exited.
+/// False when `copies` held no listener.
+pub fn shut_listeners(worker: Pid, copies: &mut Vec<OwnedFd>, ports: &mut Vec<u16>) -> bool {
+    copies.retain(is_listening);
+    if copies.is_empty() {
+        return false;
+    }
+    for copy in copies.drain(..) {
+        ports.extend(local_port(&copy));
+        if let Err(e) = shutdown(copy.as_raw_fd(), Shutdown::Both) {
+            warn!("worker pid {worker}: unable to close its listener: {e}");
+        }
+    }
+    true
 }
 
 #[cfg(test)]
