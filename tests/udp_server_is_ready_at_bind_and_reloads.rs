@@ -6,12 +6,11 @@
 
 mod support;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::launcher::reload_and_wait;
-use support::udp::{parse_tag, query, write_server};
+use support::udp::{query, tcp_query, write_server};
 use support::unchanged::python3;
 use support::*;
 
@@ -22,19 +21,6 @@ const START_DEADLINE: Duration = Duration::from_secs(20);
 const RELOAD_DEADLINE: Duration = Duration::from_secs(20);
 /// A local python answers a datagram in well under a millisecond.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-
-fn tcp_query(addr: SocketAddr) -> Result<(u32, i32), String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, QUERY_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(QUERY_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .map_err(|e| format!("read: {e}"))?;
-    parse_tag(&answer)
-}
 
 fn run(test: &str, with_tcp: bool) {
     let dir = TempDir::new(test);
@@ -72,7 +58,7 @@ fn run(test: &str, with_tcp: bool) {
             "UDP answer from pid {pid}, not one of {pids:?}"
         );
         if with_tcp {
-            let (g, pid) = tcp_query(addr)
+            let (g, pid) = tcp_query(addr, QUERY_TIMEOUT)
                 .unwrap_or_else(|e| panic!("generation {generation}: TCP query failed: {e}"));
             assert_eq!(g, generation, "TCP answer from pid {pid}");
             assert!(

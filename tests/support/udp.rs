@@ -1,9 +1,11 @@
 //! A legacy UDP server for tests (python, binds without SO_REUSEPORT, never sends READY=1, dies at
 //! SIGTERM) that answers each datagram with `gen-G-pid-P`, optionally with a TCP listener beside it
-//! answering the same; a client that sends one query from a socket of its own (a fresh source port
-//! per query) and reads who answered; and that query load across a launcher's reloads.
+//! answering the same (a DNS server's two sides); a client that sends one query from a socket of its
+//! own (a fresh source port per query) and reads who answered, and one TCP exchange; and that query
+//! load across a launcher's reloads, with TCP connections beside it when asked.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -12,18 +14,28 @@ use std::time::Duration;
 use super::launcher::reload_and_wait;
 use super::{wait_until, Launcher, TempDir};
 
-/// The server: `python3 udp-server.py PORT [tcp]`. With `tcp` it also listens on TCP PORT (after the
-/// UDP bind, as a DNS server does) and answers every connection with the same tag.
+/// The server: `python3 udp-server.py PORT [tcp [DELAY]] [--reuseport]`. With `tcp` it also binds TCP
+/// PORT (after the UDP bind, as a DNS server does), listens DELAY seconds later (default 0) and
+/// answers every connection with the same tag. `--reuseport`: it sets SO_REUSEPORT on both itself
+/// (for `--no-inject`).
 const SERVER: &str = r#"
-import os, socket, sys, threading
-port = int(sys.argv[1])
+import os, socket, sys, threading, time
+reuseport = "--reuseport" in sys.argv
+args = [a for a in sys.argv[1:] if a != "--reuseport"]
+port = int(args[0])
 tag = ("gen-%s-pid-%d" % (os.environ.get("REUSEPORT_LAUNCH_GENERATION", "?"), os.getpid())).encode()
-udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-udp.bind(("127.0.0.1", port))
-if len(sys.argv) > 2 and sys.argv[2] == "tcp":
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind(("127.0.0.1", port))
+def bound(kind):
+    s = socket.socket(socket.AF_INET, kind)
+    if reuseport:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    elif kind == socket.SOCK_STREAM:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    return s
+udp = bound(socket.SOCK_DGRAM)
+if len(args) > 1 and args[1] == "tcp":
+    tcp = bound(socket.SOCK_STREAM)
+    time.sleep(float(args[2]) if len(args) > 2 else 0)
     tcp.listen(64)
     def serve_tcp():
         while True:
@@ -36,7 +48,7 @@ while True:
     udp.sendto(tag + b" " + data, peer)
 "#;
 
-/// Writes the server's source into `dir`; run it as `python3 PATH PORT [tcp]`.
+/// Writes the server's source into `dir`; run it as `python3 PATH PORT [tcp [DELAY]] [--reuseport]`.
 pub fn write_server(dir: &TempDir) -> PathBuf {
     let path = dir.join("udp-server.py");
     std::fs::write(&path, SERVER).expect("write udp-server.py");
@@ -74,6 +86,20 @@ pub fn query(server: SocketAddr, payload: &[u8], timeout: Duration) -> Result<(u
     parse_tag(&buffer[..n])
 }
 
+/// One TCP exchange with the server's TCP side: who answered, or why not (a refusal says `connect:`).
+pub fn tcp_query(server: SocketAddr, timeout: Duration) -> Result<(u32, i32), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&server, timeout).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    parse_tag(&answer)
+}
+
 /// Query loops running at once: enough to keep a queue on each python worker, little enough for 2
 /// cores shared with the pythons and the launcher.
 const LOAD_CLIENTS: usize = 3;
@@ -87,6 +113,10 @@ const RELOAD_DEADLINE: Duration = Duration::from_secs(20);
 /// What UDP query load saw across a launcher's reloads.
 pub struct QueryLoad {
     pub sent: u64,
+    /// TCP exchanges tried (with `reloads_under_query_and_tcp_load`; else 0).
+    pub connections: u64,
+    /// Why each TCP exchange that failed failed.
+    pub tcp_failed: Vec<String>,
     /// Why each query that got no answer failed.
     pub lost: Vec<String>,
     /// (generation, pid) of every worker that answered.
@@ -104,12 +134,48 @@ pub fn reloads_under_query_load(
     addr: SocketAddr,
     reloads: u32,
 ) -> QueryLoad {
+    reloads_under_load(launcher, workers, addr, reloads, false)
+}
+
+/// Like `reloads_under_query_load`, with one more loop making TCP exchanges with `addr` all along (a
+/// DNS server's TCP side), each on a new connection.
+pub fn reloads_under_query_and_tcp_load(
+    launcher: &Launcher,
+    workers: usize,
+    addr: SocketAddr,
+    reloads: u32,
+) -> QueryLoad {
+    reloads_under_load(launcher, workers, addr, reloads, true)
+}
+
+fn reloads_under_load(
+    launcher: &Launcher,
+    workers: usize,
+    addr: SocketAddr,
+    reloads: u32,
+    with_tcp: bool,
+) -> QueryLoad {
     let mut pids = vec![(1, launcher.workers_of(1))];
     let stop = AtomicBool::new(false);
     let sent = AtomicU64::new(0);
     let lost = Mutex::new(Vec::new());
     let answered_by = Mutex::new(Vec::new());
+    let connections = AtomicU64::new(0);
+    let tcp_failed = Mutex::new(Vec::new());
     std::thread::scope(|s| {
+        if with_tcp {
+            s.spawn(|| {
+                for _ in 0..MAX_QUERIES_PER_CLIENT {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    connections.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = tcp_query(addr, LOAD_QUERY_TIMEOUT) {
+                        tcp_failed.lock().unwrap().push(e);
+                    }
+                }
+            });
+        }
         for _ in 0..LOAD_CLIENTS {
             s.spawn(|| {
                 let mut mine = Vec::new();
@@ -145,6 +211,8 @@ pub fn reloads_under_query_load(
     });
     QueryLoad {
         sent: sent.into_inner(),
+        connections: connections.into_inner(),
+        tcp_failed: tcp_failed.into_inner().unwrap(),
         lost: lost.into_inner().unwrap(),
         answered_by: answered_by.into_inner().unwrap(),
         pids,
